@@ -1,0 +1,156 @@
+"""Preference objectives for diffusion models as pure per-sample functions of denoising errors (DESIGN §2).
+
+Every objective takes per-sample errors of shape [B] and returns a per-sample loss of shape [B];
+the caller reduces. No model calls, randomness or config reads happen here.
+
+Notation: e = policy error, e_ref = reference error on the same x_t, t, c; Δ = e − e_ref
+(< 0: the policy explains the sample better than the reference). w = preferred, l = dispreferred.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def denoising_error(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Per-sample mean squared error in float32, [B, ...] -> [B].
+
+    With a mask (1 = valid, broadcastable to pred, e.g. MDM's [B, 1, 1, T] frame mask) the error is
+    the sum over valid elements divided by their count: valid frames × features, as MDM's masked_l2.
+    """
+    sq = (pred.float() - target.float()).pow(2)
+    dims = tuple(range(1, sq.dim()))
+    if mask is None:
+        return sq.mean(dim=dims)
+    mask = mask.to(sq.dtype).expand_as(sq)
+    return (sq * mask).sum(dim=dims) / mask.sum(dim=dims).clamp_min(1.0)
+
+
+def dpo_margin(err_w: Tensor, err_l: Tensor, ref_err_w: Tensor, ref_err_l: Tensor, beta: float) -> Tensor:
+    """Diffusion-DPO implicit reward margin z = 0.5·β·[(e_ref,w − e_ref,l) − (e_w − e_l)], [B].
+
+    Wallace et al. 2023, Eq. 14 as implemented in SalesforceAIResearch/DiffusionDPO (the 0.5 comes from
+    averaging the model and reference terms; diffusers' script drops it and halves β: same loss).
+    z > 0 means the policy prefers the winner more than the reference does.
+    """
+    return 0.5 * beta * ((ref_err_w - ref_err_l) - (err_w - err_l))
+
+
+def diffusion_dpo(
+    err_w: Tensor,
+    err_l: Tensor,
+    ref_err_w: Tensor,
+    ref_err_l: Tensor,
+    beta: float = 5000.0,
+    kind: str = "sigmoid",
+    prob: Tensor | None = None,
+) -> Tensor:
+    """Diffusion-DPO loss per pair, [B].
+
+    kind "sigmoid": −log σ(z); "hinge": relu(1 − z) (SLiC-style); with `prob` p = P(w ≻ l) the
+    sigmoid loss becomes the soft-label cross-entropy −[p·log σ(z) + (1 − p)·log σ(−z)].
+    At policy = reference z = 0 and the sigmoid loss is exactly ln 2.
+    β scale: 5000 suits SD's 4×64×64 latents with mean-reduced errors; pixel-space or motion models
+    with larger errors need smaller β (≈ 100–1000).
+    """
+    z = dpo_margin(err_w, err_l, ref_err_w, ref_err_l, beta)
+    if kind == "hinge":
+        if prob is not None:
+            raise ValueError("diffusion_dpo: soft labels (prob) need kind='sigmoid', not 'hinge'")
+        return F.relu(1.0 - z)
+    if kind != "sigmoid":
+        raise ValueError(f"diffusion_dpo: unknown kind {kind!r}; valid: 'sigmoid', 'hinge'")
+    if prob is None:
+        return -F.logsigmoid(z)
+    p = prob.to(z.dtype)
+    return -(p * F.logsigmoid(z) + (1.0 - p) * F.logsigmoid(-z))
+
+
+def diffusion_dro(
+    err_expert: Tensor,
+    err_policy: Tensor,
+    ref_err_expert: Tensor,
+    ref_err_policy: Tensor,
+    margin: float = 0.001,
+) -> Tensor:
+    """Diffusion-DRO ranking denoising loss, [B]: relu(Δ_E − Δ_P + m).
+
+    Δ_E = e_θ,E − e_ref,E on an expert sample, Δ_P = e_θ,P − e_ref,P on a state of a policy rollout
+    for the same prompt (basiclab/DiffusionDRO train.py). Zero once the policy's relative error on
+    experts sits m below its relative error on its own rollouts. Beware: the hinge is also met by
+    making the policy worse on its own samples, so watch e_θ,E against e_ref,E (collapse guard).
+    """
+    delta_e = err_expert - ref_err_expert
+    delta_p = err_policy - ref_err_policy
+    return F.relu(delta_e - delta_p + margin)
+
+
+def sopo(
+    err_w: Tensor,
+    err_l: Tensor,
+    ref_err_w: Tensor,
+    ref_err_l: Tensor,
+    loser_reward: Tensor,
+    winner_similarity: Tensor,
+    tau: float = 0.45,
+    c: float = 2.0,
+    beta: float = 1.0,
+    form: str = "code",
+) -> Tensor:
+    """SoPo semi-online preference loss, [B] (Tan et al. 2024, Eq. 14/17).
+
+    The loser term only counts when the online loser is "valuable": its reward r_l < τ.
+    The winner (an offline dataset motion) is weighted by C − S, S = motion–motion similarity.
+      form "code" (released training code): −log σ(−β[(C − S)·Δ_w − 1[r_l < τ]·Δ_l])
+      form "eq17" (paper):                  −log σ(−β(C − S)·[Δ_w − 1[r_l < τ]·Δ_l])
+    With the gate shut it reduces to −log σ(−β(C − S)Δ_w): reference-anchored, weighted SFT.
+    β = 1 keeps the argument tiny for errors ~1e-2 (the sigmoid is then linear); see the configs.
+    """
+    delta_w = err_w - ref_err_w
+    delta_l = err_l - ref_err_l
+    gate = (loser_reward < tau).to(delta_w.dtype)
+    weight = c - winner_similarity.to(delta_w.dtype)
+    if form == "code":
+        arg = weight * delta_w - gate * delta_l
+    elif form == "eq17":
+        arg = weight * (delta_w - gate * delta_l)
+    else:
+        raise ValueError(f"sopo: unknown form {form!r}; valid: 'code', 'eq17'")
+    return -F.logsigmoid(-beta * arg)
+
+
+def diffusion_kto(
+    err: Tensor,
+    ref_err: Tensor,
+    desirable: Tensor,
+    beta: float = 1000.0,
+    z_ref: float = 0.0,
+    w_desirable: float = 1.0,
+    w_undesirable: float = 1.0,
+) -> Tensor:
+    """Diffusion-KTO per sample, [B] (Li et al. 2024, jacklishufan/diffusion-kto).
+
+    g = e_ref − e_θ (implicit reward); loss = w_y·(1 − σ(s_y·β·(g − z_ref))), s_y = +1 for desirable
+    samples and −1 for undesirable ones.
+    """
+    want = desirable.to(torch.bool)
+    g = ref_err - err
+    sign = torch.where(want, 1.0, -1.0).to(g.dtype)
+    weight = torch.where(want, w_desirable, w_undesirable).to(g.dtype)
+    return weight * (1.0 - torch.sigmoid(sign * beta * (g - z_ref)))
+
+
+def kl_to_reference(pred: Tensor, ref_pred: Tensor, mask: Tensor | None = None) -> Tensor:
+    """‖pred_θ(x_t) − pred_ref(x_t)‖² per sample, [B]: the HyPO-style regulariser on the policy's own samples.
+
+    For Gaussian denoising steps this is the per-step KL up to a timestep-dependent scale; it is zero at
+    policy = reference.
+    """
+    return denoising_error(pred, ref_pred.detach(), mask)
+
+
+def implicit_accuracy(margin: Tensor) -> Tensor:
+    """Fraction of pairs the policy ranks right (margin > 0); exact ties (margin == 0) count as half."""
+    return ((margin > 0).float() + 0.5 * (margin == 0).float()).mean()
