@@ -112,12 +112,17 @@ class Adapter(Protocol):
         num_steps: int,
         guidance: float = 1.0,
         start_t: int | None = None,
+        timestep_jitter: bool = False,
         callback: StepCallback | None = None,
     ) -> Tensor:
-        """Sample x0 for batch's conditions with the current weights (no grad).
+        """Sample x0 for batch's conditions with the current weights (no grad, eval mode).
 
-        start_t: when given, start from batch.x0 noised to that training timestep (dataset reset)
-        instead of pure noise. callback sees every step (trajectory recording).
+        generator:       the only source of randomness (initial noise, jitter, stochastic samplers)
+        start_t:         when given, start from batch.x0 noised to that training timestep (dataset reset)
+                         instead of pure noise
+        timestep_jitter: DiffusionDRO's per-trajectory timestep perturbation: every sample's timesteps
+                         are shifted by its own random offset in [0, num_train_timesteps // num_steps)
+        callback:        sees every step (trajectory recording); `t` may be a scalar or per-sample [B]
         """
 
     def decode(self, x0: Tensor, batch: Batch) -> list[Any]:
@@ -125,3 +130,6 @@ class Adapter(Protocol):
 
     def save_final(self, out_dir: str) -> None:
         """Write the trained weights in the format users load (LoRA safetensors, pipeline, .pt)."""
+
+    def save_samples(self, samples: list[Any], prompts: Sequence[str], out_dir: str, tag: str) -> list[str]:
+        """Write decoded samples for people to look at (an image grid; motion GIFs + .npy); returns paths."""

@@ -103,6 +103,19 @@ class OnlineConfig:
 
 
 @dataclass
+class RewardSpec:
+    name: str = REQUIRED  # t2m | moves | shapes | clip | pickscore | hpsv2 | aesthetic | ...
+    path: str | None = None  # local weights (directory or file) of the reward model
+    weight: float = 1.0  # weight in an ensemble
+
+
+@dataclass
+class RewardConfig:
+    models: list[RewardSpec] = field(default_factory=list)  # annotators; several = an ensemble
+    normalize: str = "none"  # none | zscore (standardise each model's scores over the batch first)
+
+
+@dataclass
 class TrainConfig:
     output_dir: str = REQUIRED  # run directory (config.yaml, run.json, metrics.jsonl, checkpoints/, final/)
     max_steps: int = 1000  # optimizer steps
@@ -139,6 +152,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     online: OnlineConfig = field(default_factory=OnlineConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: dict[str, Any] = field(default_factory=dict)  # evaluation settings, read by `genpref eval`
 
