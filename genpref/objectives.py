@@ -1,0 +1,188 @@
+"""Objectives as the training loop sees them: the pure losses of `losses.py` bound to their constants,
+fed with per-branch errors, returning the per-sample loss and the diagnostics worth logging.
+
+Branch names: "w" preferred (dataset winner, expert), "l" dispreferred (dataset loser, rollout state,
+online loser), "x" single samples (KTO ratings, extras["desirable"]), "kl" the policy's own samples for
+the KL-to-reference term. Every objective reports e_w / e_ref_w (error of policy and reference on the
+preferred samples) for the collapse guard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from genpref import losses
+from genpref.config import ConfigError, ObjectiveConfig
+
+Errors = dict[str, Tensor]
+Metrics = dict[str, Tensor]
+
+DEFAULT_BETA = {"dpo": 5000.0, "kto": 1000.0, "sopo": 1.0}
+
+
+def _pref_metrics(e_w: Tensor, ref_w: Tensor) -> Metrics:
+    return {"e_w": e_w.mean(), "e_ref_w": ref_w.mean()}
+
+
+def _margin_metrics(z: Tensor) -> Metrics:
+    return {"margin": z.mean(), "margin_min": z.min(), "margin_max": z.max(), "implicit_acc": losses.implicit_accuracy(z)}
+
+
+@dataclass
+class SFT:
+    """Plain denoising loss on the preferred samples (control arm; base pretraining)."""
+
+    needs_reference = False
+    branches = ("w",)
+
+    def __call__(self, err: Errors, ref: Errors, extras: dict) -> tuple[Tensor, Metrics]:
+        e_w = err["w"]
+        metrics = {"e_w": e_w.mean()}
+        if "w" in ref:
+            metrics["e_ref_w"] = ref["w"].mean()
+        return e_w, metrics
+
+
+@dataclass
+class DPO:
+    beta: float
+    kind: str = "sigmoid"
+    soft_label: bool = False
+    sft_weight: float = 0.0
+
+    needs_reference = True
+    branches = ("w", "l")
+
+    def __call__(self, err: Errors, ref: Errors, extras: dict) -> tuple[Tensor, Metrics]:
+        prob = extras.get("label") if self.soft_label else None
+        loss = losses.diffusion_dpo(err["w"], err["l"], ref["w"], ref["l"], self.beta, self.kind, prob)
+        z = losses.dpo_margin(err["w"], err["l"], ref["w"], ref["l"], self.beta)
+        loss = loss + self.sft_weight * err["w"]
+        return loss, {**_pref_metrics(err["w"], ref["w"]), **_margin_metrics(z), "e_l": err["l"].mean(), "e_ref_l": ref["l"].mean()}
+
+
+@dataclass
+class DRO:
+    margin: float = 0.001
+    sft_weight: float = 0.0
+
+    needs_reference = True
+    branches = ("w", "l")
+
+    def __call__(self, err: Errors, ref: Errors, extras: dict) -> tuple[Tensor, Metrics]:
+        loss = losses.diffusion_dro(err["w"], err["l"], ref["w"], ref["l"], self.margin)
+        gap = (ref["w"] - err["w"]) - (ref["l"] - err["l"])  # > 0: ranked right
+        loss = loss + self.sft_weight * err["w"]
+        metrics = {
+            **_pref_metrics(err["w"], ref["w"]),
+            "e_l": err["l"].mean(),
+            "e_ref_l": ref["l"].mean(),
+            "hinge_active": (loss > 0).float().mean() if self.sft_weight == 0 else (gap < self.margin).float().mean(),
+            **_margin_metrics(gap),
+        }
+        return loss, metrics
+
+
+@dataclass
+class SoPo:
+    tau: float = 0.45
+    tau_quantile: float | None = None
+    c: float = 2.0
+    beta: float = 1.0
+    form: str = "code"
+    sft_weight: float = 0.0
+
+    needs_reference = True
+    branches = ("w", "l")
+
+    def __call__(self, err: Errors, ref: Errors, extras: dict) -> tuple[Tensor, Metrics]:
+        r_l, s = extras["loser_reward"], extras["winner_similarity"]
+        # τ as a quantile of this batch's loser rewards keeps the gate open once the base is decent.
+        tau = torch.quantile(r_l.float(), self.tau_quantile).item() if self.tau_quantile is not None else self.tau
+        if self.tau_quantile is not None:
+            tau = tau + 1e-12  # the quantile itself counts as below τ
+        loss = losses.sopo(err["w"], err["l"], ref["w"], ref["l"], r_l, s, tau, self.c, self.beta, self.form)
+        loss = loss + self.sft_weight * err["w"]
+        delta_w, delta_l = err["w"] - ref["w"], err["l"] - ref["l"]
+        gate = (r_l < tau).float()
+        arg = self.beta * ((self.c - s) * delta_w - gate * delta_l)
+        return loss, {
+            **_pref_metrics(err["w"], ref["w"]),
+            "open_gate": gate.mean(),
+            "tau": torch.tensor(float(tau)),
+            "loser_reward": r_l.float().mean(),
+            "winner_similarity": s.float().mean(),
+            "sigmoid_arg_min": arg.min(),
+            "sigmoid_arg_max": arg.max(),
+            **_margin_metrics(delta_l - delta_w),
+        }
+
+
+@dataclass
+class KTO:
+    beta: float = 1000.0
+    z_ref: float = 0.0
+    w_desirable: float = 1.0
+    w_undesirable: float = 1.0
+    sft_weight: float = 0.0
+
+    needs_reference = True
+    branches = ("x",)
+
+    def __call__(self, err: Errors, ref: Errors, extras: dict) -> tuple[Tensor, Metrics]:
+        want = extras["desirable"].bool()
+        e, e_ref = err["x"], ref["x"]
+        loss = losses.diffusion_kto(e, e_ref, want, self.beta, self.z_ref, self.w_desirable, self.w_undesirable)
+        loss = loss + self.sft_weight * e * want.float()
+        g = e_ref - e
+        pick = want if want.any() else torch.ones_like(want)
+        metrics = {
+            **_pref_metrics(e[pick], e_ref[pick]),
+            "implicit_acc": ((g > 0) == want).float().mean(),
+            "desirable_frac": want.float().mean(),
+        }
+        return loss, metrics
+
+
+@dataclass
+class WithKL:
+    """Adds λ·kl_to_reference on the policy's own samples (branch "kl", HyPO) to any objective."""
+
+    inner: object
+    weight: float
+
+    @property
+    def needs_reference(self) -> bool:
+        return True
+
+    @property
+    def branches(self) -> tuple[str, ...]:
+        return (*self.inner.branches, "kl")
+
+    def __call__(self, err: Errors, ref: Errors, extras: dict) -> tuple[Tensor, Metrics]:
+        loss, metrics = self.inner(err, ref, extras)
+        kl = err["kl"]  # target of the "kl" branch is the reference prediction
+        return loss + self.weight * kl, {**metrics, "kl": kl.mean()}
+
+
+def _beta(cfg: ObjectiveConfig) -> float:
+    return cfg.beta if cfg.beta is not None else DEFAULT_BETA[cfg.name]
+
+
+OBJECTIVES = {
+    "sft": lambda c: SFT(),
+    "dpo": lambda c: DPO(_beta(c), c.kind, c.soft_label, c.sft_weight),
+    "dro": lambda c: DRO(c.margin, c.sft_weight),
+    "sopo": lambda c: SoPo(c.tau, c.tau_quantile, c.c, _beta(c), c.form, c.sft_weight),
+    "kto": lambda c: KTO(_beta(c), c.z_ref, c.w_desirable, c.w_undesirable, c.sft_weight),
+}
+
+
+def build_objective(cfg: ObjectiveConfig, kl_weight: float = 0.0):
+    if cfg.name not in OBJECTIVES:
+        raise ConfigError(f"unknown objective.name {cfg.name!r}; valid: {', '.join(OBJECTIVES)}")
+    objective = OBJECTIVES[cfg.name](cfg)
+    return WithKL(objective, kl_weight) if kl_weight else objective
