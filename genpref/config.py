@@ -69,6 +69,7 @@ class DataConfig:
     max_motion_length: int = 196  # frames (HumanML3D: 196 at 20 fps)
     min_motion_length: int = 40  # shorter motions are skipped (published filter)
     num_workers: int = 0  # data-loading worker processes
+    source: str | None = None  # pair source; null = the objective's default (see `genpref validate`)
 
 
 @dataclass
@@ -87,6 +88,7 @@ class ObjectiveConfig:
     z_ref: float = 0.0  # kto: reference point
     w_desirable: float = 1.0  # kto: weight of desirable samples
     w_undesirable: float = 1.0  # kto: weight of undesirable samples
+    kl_weight: float = 0.0  # + λ·‖pred_θ − pred_ref‖² on the policy's own online samples (HyPO)
 
 
 @dataclass
@@ -144,6 +146,7 @@ class TrainConfig:
     sample_prompts: list[str] = field(default_factory=list)  # prompts for validation samples
     sample_seeds: list[int] = field(default_factory=lambda: [0, 1])  # seeds for validation samples
     tensorboard: bool = True  # also log to <output_dir>/tensorboard
+    disable_dropout: bool = True  # dropout off in the policy, so e_θ and e_ref are comparable (as TRL's DPO)
 
 
 @dataclass

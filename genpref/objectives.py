@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from genpref import losses
-from genpref.config import ConfigError, ObjectiveConfig
+from genpref.config import ObjectiveConfig
 
 Errors = dict[str, Tensor]
 Metrics = dict[str, Tensor]
@@ -172,7 +172,8 @@ def _beta(cfg: ObjectiveConfig) -> float:
     return cfg.beta if cfg.beta is not None else DEFAULT_BETA[cfg.name]
 
 
-OBJECTIVES = {
+# objective.name -> constructor from the objective section (names mirrored in genpref.build.OBJECTIVES)
+FROM_CONFIG = {
     "sft": lambda c: SFT(),
     "dpo": lambda c: DPO(_beta(c), c.kind, c.soft_label, c.sft_weight),
     "dro": lambda c: DRO(c.margin, c.sft_weight),
@@ -181,8 +182,6 @@ OBJECTIVES = {
 }
 
 
-def build_objective(cfg: ObjectiveConfig, kl_weight: float = 0.0):
-    if cfg.name not in OBJECTIVES:
-        raise ConfigError(f"unknown objective.name {cfg.name!r}; valid: {', '.join(OBJECTIVES)}")
-    objective = OBJECTIVES[cfg.name](cfg)
-    return WithKL(objective, kl_weight) if kl_weight else objective
+def build_objective(cfg: ObjectiveConfig):
+    objective = FROM_CONFIG[cfg.name](cfg)
+    return WithKL(objective, cfg.kl_weight) if cfg.kl_weight else objective

@@ -1,0 +1,143 @@
+"""Names in a config -> the components they build. Plain dicts, which also feed --help, `validate` and
+the error that lists valid names. Module paths are fixed here: a config cannot import arbitrary code.
+Imports no torch at module level, so validation is instant."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from genpref.config import Config, ConfigError
+
+# model.kind -> module with build_adapter(cfg, device, weight_dtype)
+MODEL_KINDS = {
+    "sd15": "image.adapter",
+    "sdxl": "image.adapter",
+    "tiny-sd": "image.adapter",
+    "tiny-sdxl": "image.adapter",
+    "mdm": "motion.adapter",
+    "mld": "motion.adapter",
+    "tiny-mdm": "motion.adapter",
+    "tiny-mld": "motion.adapter",
+    "toy": "genpref.toy",
+}
+
+# reward.models[].name -> module with build_reward(spec, cfg, device)
+REWARDS = {
+    "toy": "genpref.toy",
+}
+
+# objective.name -> what it optimises (constructors in genpref.objectives.FROM_CONFIG)
+OBJECTIVES = {
+    "sft": "plain denoising loss on preferred samples (control, pretraining)",
+    "dpo": "Diffusion-DPO on (winner, loser) pairs",
+    "dro": "Diffusion-DRO ranking loss: experts vs policy rollouts",
+    "sopo": "SoPo semi-online DPO: dataset winner vs worst online sample",
+    "kto": "Diffusion-KTO on single rated samples",
+}
+
+# data.source -> (data role it reads, class in genpref.recipes)
+SOURCES = {
+    "offline_pairs": ("pairs", "OfflinePairs"),
+    "experts": ("experts", "Experts"),
+    "ratings": ("ratings", "Ratings"),
+    "expert_rollouts": ("experts", "ExpertRollouts"),
+    "sopo_online": ("experts", "SoPoOnline"),
+}
+DEFAULT_SOURCE = {"dpo": "offline_pairs", "sft": "experts", "kto": "ratings", "dro": "expert_rollouts", "sopo": "sopo_online"}
+ONLINE_SOURCES = {"expert_rollouts", "sopo_online"}
+
+# enumerated values: key -> allowed
+CHOICES = {
+    "data.ties": ("drop", "half", "first"),
+    "data.on_bad_sample": ("error", "skip"),
+    "objective.kind": ("sigmoid", "hinge"),
+    "objective.policy_target": ("rollout_prediction", "noise"),
+    "objective.form": ("code", "eq17"),
+    "model.attention": ("sdpa", "xformers"),
+    "train.mixed_precision": ("no", "fp16", "bf16"),
+    "train.collapse_action": ("warn", "stop"),
+    "reward.normalize": ("none", "zscore"),
+}
+
+
+def _get(cfg: Config, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _name_error(key: str, value: str, valid) -> ConfigError:
+    import difflib
+
+    close = difflib.get_close_matches(str(value), list(valid), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return ConfigError(f"'{key}' is {value!r}{hint}; valid: {', '.join(valid)}")
+
+
+def source_name(cfg: Config) -> str:
+    return cfg.data.source or DEFAULT_SOURCE[cfg.objective.name]
+
+
+def check(cfg: Config) -> None:
+    """Names and enumerations; raises ConfigError naming the key."""
+    if cfg.model.kind not in MODEL_KINDS:
+        raise _name_error("model.kind", cfg.model.kind, MODEL_KINDS)
+    if cfg.objective.name not in OBJECTIVES:
+        raise _name_error("objective.name", cfg.objective.name, OBJECTIVES)
+    if cfg.data.source is not None and cfg.data.source not in SOURCES:
+        raise _name_error("data.source", cfg.data.source, SOURCES)
+    for key, allowed in CHOICES.items():
+        if _get(cfg, key) not in allowed:
+            raise _name_error(key, _get(cfg, key), allowed)
+    for i, spec in enumerate(cfg.reward.models):
+        if spec.name not in REWARDS:
+            raise _name_error(f"reward.models[{i}].name", spec.name, REWARDS)
+    t = cfg.train
+    for key in ("max_steps", "batch_size", "grad_accum"):
+        if getattr(t, key) < 1:
+            raise ConfigError(f"'train.{key}' must be >= 1, got {getattr(t, key)}")
+    if cfg.online.sync_every < 1:
+        raise ConfigError(f"'online.sync_every' must be >= 1, got {cfg.online.sync_every}")
+    if cfg.objective.tau_quantile is not None and not 0.0 <= cfg.objective.tau_quantile <= 1.0:
+        raise ConfigError("'objective.tau_quantile' must lie in [0, 1]")
+    role = SOURCES[source_name(cfg)][0]
+    data_key = {"pairs": "pairs", "experts": "experts", "ratings": "ratings", "prompts": "prompts"}[role]
+    if cfg.model.kind not in ("toy",) and getattr(cfg.data, data_key) is None and cfg.data.root is None:
+        raise ConfigError(f"objective '{cfg.objective.name}' reads {role}: set 'data.{data_key}' (or 'data.root' for motion)")
+    for key in ("pairs", "experts", "ratings", "prompts", "root"):
+        value = getattr(cfg.data, key)
+        if value is not None and not any(ch in value for ch in "*?") and not Path(value).exists():
+            raise ConfigError(f"'data.{key}': {value} does not exist")
+
+
+def _module(table: dict, name: str):
+    return importlib.import_module(table[name])
+
+
+def build_adapter(cfg: Config, device, weight_dtype):
+    return _module(MODEL_KINDS, cfg.model.kind).build_adapter(cfg, device, weight_dtype)
+
+
+def build_reward(cfg: Config, device):
+    """None when no reward model is configured; an Ensemble for several."""
+    from genpref.rewards import Ensemble
+
+    specs = cfg.reward.models
+    if not specs:
+        return None
+    models = [_module(REWARDS, s.name).build_reward(s, cfg, device) for s in specs]
+    if len(models) == 1 and cfg.reward.normalize == "none" and specs[0].weight == 1.0:
+        return models[0]
+    return Ensemble(models, [s.weight for s in specs], cfg.reward.normalize)
+
+
+def build_source(ctx, cfg: Config):
+    from genpref import recipes
+
+    role, cls = SOURCES[source_name(cfg)]
+    items = ctx.adapter.load_items(role)
+    if len(items) == 0:
+        raise ConfigError(f"no training items for role '{role}' (check data.{role if role != 'experts' else 'experts / data.root'})")
+    return getattr(recipes, cls)(ctx, items)

@@ -1,0 +1,277 @@
+"""The one training loop for every recipe: build -> resume -> loop -> save.
+
+The step body never looks at the objective's name: it asks the pair source chosen at build time for a
+batch of named branches, computes policy and reference errors on them, and hands those to the
+objective. Accelerate provides devices, mixed precision and multi-process; checkpoints are our own
+(trainable weights only, crash-safe, loaded without running pickles).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import torch
+
+from genpref import build, checkpoint
+from genpref.adapter import Adapter, Batch
+from genpref.config import Config
+from genpref.errors import UserError
+from genpref.guards import BadLossGuard, CollapseGuard
+from genpref.losses import denoising_error
+from genpref.noising import Branch
+from genpref.objectives import build_objective
+from genpref.online import RolloutPolicy
+from genpref.recipes import SourceContext
+from genpref.rundir import MetricsLog, write_run_files
+
+DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+# ---------------------------------------------------------------------------------------------- the step
+
+
+def branch_errors(adapter: Adapter, branches: dict[str, Branch], need_reference: bool) -> tuple[dict, dict]:
+    """Policy and reference denoising errors per branch, each branch's samples in one forward pass.
+
+    A branch whose target is None regresses onto the reference's prediction (KL-to-reference)."""
+    names = list(branches)
+    sizes = [branches[n].x_t.shape[0] for n in names]
+    x_t = torch.cat([branches[n].x_t for n in names])
+    t = torch.cat([branches[n].t for n in names])
+    batch = Batch.cat([branches[n].batch for n in names])
+    needs_ref_pred = need_reference or any(branches[n].target is None for n in names)
+    ref_pred = None
+    if needs_ref_pred:
+        with torch.no_grad(), adapter.reference():
+            ref_pred = adapter.predict(x_t, t, batch)
+    pred = adapter.predict(x_t, t, batch)
+    targets = [branches[n].target for n in names]
+    if all(tg is not None for tg in targets):
+        target = torch.cat(targets)
+    else:  # fill KL branches with the reference prediction
+        parts, start = [], 0
+        for tg, n in zip(targets, sizes):
+            parts.append(ref_pred[start : start + n] if tg is None else tg)
+            start += n
+        target = torch.cat(parts)
+    err = dict(zip(names, denoising_error(pred, target, batch.mask).split(sizes)))
+    ref = {}
+    if ref_pred is not None:
+        ref = dict(zip(names, denoising_error(ref_pred, target, batch.mask).split(sizes)))
+    return err, ref
+
+
+@contextmanager
+def plain_module(adapter: Adapter, module):
+    """Run the adapter on the unwrapped network (generation on one rank must not enter DDP)."""
+    wrapped = adapter.denoiser
+    adapter.denoiser = module
+    try:
+        yield
+    finally:
+        adapter.denoiser = wrapped
+
+
+def _disable_dropout(module: torch.nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+
+
+# ---------------------------------------------------------------------------------------------- samples
+
+
+def write_samples(adapter: Adapter, cfg: Config, run_dir: Path, tag: str) -> list[str]:
+    prompts = cfg.train.sample_prompts
+    if not prompts:
+        return []
+    rep_prompts = [p for p in prompts for _ in cfg.train.sample_seeds]
+    batch = adapter.encode_prompts(rep_prompts)
+    outs = []
+    for i, seed in enumerate(cfg.train.sample_seeds):
+        idx = list(range(i, len(rep_prompts), len(cfg.train.sample_seeds)))
+        sub = batch.index(idx)
+        x0 = adapter.generate(sub, generator=torch.Generator().manual_seed(seed), num_steps=cfg.online.steps, guidance=cfg.online.guidance)
+        outs.append((idx, adapter.decode(x0, sub)))
+    samples = [None] * len(rep_prompts)
+    for idx, decoded in outs:
+        for j, s in zip(idx, decoded):
+            samples[j] = s
+    return adapter.save_samples(samples, rep_prompts, str(run_dir / "samples"), tag)
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+
+def train(cfg: Config) -> Path:
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+    from diffusers.optimization import get_scheduler
+    from tqdm.auto import tqdm
+
+    build.check(cfg)
+    t = cfg.train
+    accelerator = Accelerator(
+        mixed_precision=t.mixed_precision,
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+    )
+    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    say = lambda msg: accelerator.print(f"genpref: {msg}")
+    run_dir = Path(t.output_dir)
+
+    # ---- build
+    resume_from = checkpoint.resolve_resume(run_dir, t.resume, report=say if main else None)
+    if resume_from is None and checkpoint.complete_checkpoints(run_dir, report=None):
+        raise UserError(f"{run_dir} already holds checkpoints: pass train.resume=latest to continue, or choose another train.output_dir")
+    set_seed(t.seed)  # identical initialisation on every rank
+    weight_dtype = DTYPES[t.mixed_precision]
+    adapter = build.build_adapter(cfg, accelerator.device, weight_dtype)
+    if t.disable_dropout:
+        _disable_dropout(adapter.denoiser)
+    params = adapter.trainable_parameters()
+    if not params:
+        raise UserError("the model has no trainable parameters (check model.lora.targets)")
+    names = {id(p): n for n, p in adapter.denoiser.named_parameters()}
+    named_params = {names[id(p)]: p for p in params}
+    optimizer = torch.optim.AdamW(
+        params, lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps, weight_decay=t.weight_decay
+    )
+    # Stepped by hand once per optimizer step (accelerate's wrapper steps it once per process).
+    lr_scheduler = get_scheduler(t.lr_scheduler, optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=t.max_steps)
+    ema = None
+    if t.ema_decay is not None:
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(params, decay=t.ema_decay)
+    plain = adapter.denoiser
+    adapter.denoiser, optimizer = accelerator.prepare(adapter.denoiser, optimizer)
+    adapter.denoiser.train()
+
+    objective = build_objective(cfg.objective)
+    rollout = RolloutPolicy(params, cfg.online.sync_every)
+    reward = build.build_reward(cfg, accelerator.device)
+    ctx = SourceContext(adapter, cfg, accelerator.device, rank, world, rollout, reward)
+    source = build.build_source(ctx, cfg)
+    online = build.source_name(cfg) in build.ONLINE_SOURCES
+    bad_loss = BadLossGuard(t.max_bad_steps)
+    collapse = CollapseGuard(t.collapse_factor, t.collapse_action, t.collapse_window)
+
+    # ---- resume
+    start = 0
+    if resume_from is not None:
+        weights, shared, mine = checkpoint.load(resume_from, rank, world)
+        missing = set(named_params) - set(weights)
+        if missing:
+            raise UserError(f"{resume_from}: checkpoint lacks trainable weights, e.g. {sorted(missing)[0]}")
+        with torch.no_grad():
+            for name, p in named_params.items():  # load into the existing (LoRA) parameters
+                p.copy_(weights[name].to(p.device, p.dtype))
+        optimizer.load_state_dict(shared["optimizer"])
+        lr_scheduler.load_state_dict(shared["lr_scheduler"])
+        if ema is not None and shared.get("ema") is not None:
+            ema.load_state_dict(shared["ema"])
+        collapse.load_state_dict(shared["collapse"])
+        rollout.load_state_dict(shared["rollout"])
+        if accelerator.scaler is not None and shared.get("scaler"):
+            accelerator.scaler.load_state_dict(shared["scaler"])
+        if mine is not None:
+            source.load_state_dict(mine["source"])
+            checkpoint.set_rng_state(mine["rng"])
+        start = shared["step"]
+        say(f"resumed from {resume_from} at step {start}")
+    if main:
+        write_run_files(run_dir, cfg, world, str(resume_from) if resume_from else None)
+    log = MetricsLog(run_dir, main, t.tensorboard, start if resume_from else None)
+
+    def save_checkpoint(step: int) -> None:
+        shared = {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "lr_scheduler": lr_scheduler.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+            "collapse": collapse.state_dict(),
+            "rollout": rollout.state_dict(),
+            "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+        }
+        checkpoint.save(accelerator, run_dir, step, named_params, shared, {"source": source.state_dict()}, t.keep_checkpoints)
+
+    # ---- loop
+    bar = tqdm(total=t.max_steps, initial=start, disable=not main, desc="train", dynamic_ncols=True)
+    for step in range(start + 1, t.max_steps + 1):
+        tick = time.perf_counter()
+        sums: dict[str, float] = {}
+        finite = True
+        for micro in range(t.grad_accum):
+            with plain_module(adapter, plain) if online else nullcontext():
+                tb = source.next(step - 1, micro)
+            last = micro == t.grad_accum - 1
+            with nullcontext() if last else accelerator.no_sync(adapter.denoiser):
+                with accelerator.autocast():
+                    err, ref = branch_errors(adapter, tb.branches, objective.needs_reference)
+                    loss_vec, metrics = objective(err, ref, tb.extras)
+                loss = loss_vec.float().mean()
+                ok = torch.isfinite(loss).float()
+                finite = finite and accelerator.reduce(ok.reshape(1), "min").item() == 1.0
+                if finite:
+                    accelerator.backward(loss / t.grad_accum)
+            values = {"loss": loss.detach(), **{k: v.detach().float() for k, v in metrics.items()}}
+            for k, v in {**values, **{k: torch.tensor(v) for k, v in tb.stats.items()}}.items():
+                sums[k] = sums.get(k, 0.0) + v.to(accelerator.device) / t.grad_accum
+        grad_norm = float("nan")
+        if bad_loss.check(finite, step):
+            if t.max_grad_norm is not None:
+                grad_norm = accelerator.clip_grad_norm_(params, t.max_grad_norm)
+                grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
+            optimizer.step()
+            lr_scheduler.step()
+            if ema is not None:
+                ema.step(params)
+        else:
+            warnings.warn(f"step {step}: non-finite loss, step skipped", stacklevel=1)
+        optimizer.zero_grad(set_to_none=True)
+        source.after_optimizer_step(step)
+
+        keys = sorted(sums)
+        reduced = accelerator.reduce(torch.stack([sums[k].float().reshape(()) for k in keys]), "mean").tolist()
+        row = dict(zip(keys, reduced))
+        if "e_w" in row and "e_ref_w" in row:
+            msg = collapse.update(step, row["e_w"], row["e_ref_w"])
+            if msg:
+                warnings.warn(msg, stacklevel=1)
+        if step % t.log_every == 0 or step == t.max_steps:
+            elapsed = time.perf_counter() - tick
+            row.update(lr=lr_scheduler.get_last_lr()[0], grad_norm=grad_norm, step_time=elapsed,
+                       samples_per_s=t.batch_size * t.grad_accum * world / max(elapsed, 1e-9))
+            if "e_w" in row and "e_ref_w" in row and row["e_ref_w"] > 0:
+                row["e_ratio_w"] = row["e_w"] / row["e_ref_w"]
+            log.log(step, row)
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['loss']:.4g}" if math.isfinite(row["loss"]) else "nan")
+        if t.checkpoint_every and (step % t.checkpoint_every == 0 or step == t.max_steps):
+            save_checkpoint(step)
+        if t.sample_every and step % t.sample_every == 0 and main:
+            with plain_module(adapter, plain):
+                write_samples(adapter, cfg, run_dir, f"step-{step}")
+    bar.close()
+
+    # ---- save
+    accelerator.wait_for_everyone()
+    if main:
+        with plain_module(adapter, plain):
+            if ema is not None:
+                ema.store(params)
+                ema.copy_to(params)
+            adapter.save_final(str(run_dir / "final"))
+            write_samples(adapter, cfg, run_dir, "final")
+            if ema is not None:
+                ema.restore(params)
+        say(f"done: {run_dir}")
+    log.close()
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return run_dir
+
