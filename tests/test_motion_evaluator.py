@@ -1,0 +1,256 @@
+"""The T2M evaluator networks match the released layout, finest.tar files load safely, word vectors are read safely."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from genpref.errors import UserError
+from motion import evaluator as ev
+from motion import glove
+
+# Parameter names and shapes of the released HumanML3D evaluator, written out from text-to-motion
+# networks/modules.py with dim_pose 263, movement 512/512, word 300, POS 15, text hidden 512,
+# co-embedding 512, motion hidden 1024 (GRU gates: 3 x hidden rows).
+RELEASED_SHAPES = {
+    "movement_encoder": {
+        "main.0.weight": (512, 259, 4), "main.0.bias": (512,),
+        "main.3.weight": (512, 512, 4), "main.3.bias": (512,),
+        "out_net.weight": (512, 512), "out_net.bias": (512,),
+    },
+    "text_encoder": {
+        "hidden": (2, 1, 512),
+        "pos_emb.weight": (300, 15), "pos_emb.bias": (300,),
+        "input_emb.weight": (512, 300), "input_emb.bias": (512,),
+        "gru.weight_ih_l0": (1536, 512), "gru.weight_hh_l0": (1536, 512),
+        "gru.bias_ih_l0": (1536,), "gru.bias_hh_l0": (1536,),
+        "gru.weight_ih_l0_reverse": (1536, 512), "gru.weight_hh_l0_reverse": (1536, 512),
+        "gru.bias_ih_l0_reverse": (1536,), "gru.bias_hh_l0_reverse": (1536,),
+        "output_net.0.weight": (512, 1024), "output_net.0.bias": (512,),
+        "output_net.1.weight": (512,), "output_net.1.bias": (512,),
+        "output_net.3.weight": (512, 512), "output_net.3.bias": (512,),
+    },
+    "motion_encoder": {
+        "hidden": (2, 1, 1024),
+        "input_emb.weight": (1024, 512), "input_emb.bias": (1024,),
+        "gru.weight_ih_l0": (3072, 1024), "gru.weight_hh_l0": (3072, 1024),
+        "gru.bias_ih_l0": (3072,), "gru.bias_hh_l0": (3072,),
+        "gru.weight_ih_l0_reverse": (3072, 1024), "gru.weight_hh_l0_reverse": (3072, 1024),
+        "gru.bias_ih_l0_reverse": (3072,), "gru.bias_hh_l0_reverse": (3072,),
+        "output_net.0.weight": (1024, 2048), "output_net.0.bias": (1024,),
+        "output_net.1.weight": (1024,), "output_net.1.bias": (1024,),
+        "output_net.3.weight": (512, 1024), "output_net.3.bias": (512,),
+    },
+}  # fmt: skip
+
+SMALL = ev.EvaluatorSizes(dim_movement_enc_hidden=16, dim_movement_latent=12, dim_word=8, dim_text_hidden=10,
+                          dim_coemb_hidden=6, dim_motion_hidden=14)  # fmt: skip
+
+
+def test_state_dict_names_and_shapes_equal_the_released_ones():
+    networks = ev.build_networks()
+    for key, expected in RELEASED_SHAPES.items():
+        got = {name: tuple(t.shape) for name, t in networks[key].state_dict().items()}
+        assert got == expected, key
+
+
+def write_finest(path, networks, sizes=SMALL):
+    """A file in the released finest.tar layout, optimizer states included (weights_only must cope)."""
+    opt = torch.optim.Adam(networks["text_encoder"].parameters())
+    networks["text_encoder"](torch.zeros(1, 3, sizes.dim_word), torch.zeros(1, 3, 15), torch.tensor([3])).sum().backward()
+    opt.step()
+    torch.save(
+        {
+            **{k: networks[k].state_dict() for k in ev.NETWORK_KEYS},
+            "opt_text_encoder": opt.state_dict(),
+            "epoch": 7,
+            "iter": 1234,
+        },
+        path,
+    )
+
+
+def make_run(tmp_path, seed=0, sizes=SMALL):
+    torch.manual_seed(seed)
+    networks = ev.build_networks(sizes)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "meta").mkdir()
+    write_finest(tmp_path / "model" / "finest.tar", networks, sizes)
+    rng = np.random.default_rng(seed)
+    mean, std = rng.normal(size=263).astype(np.float32), rng.uniform(0.5, 2, 263).astype(np.float32)
+    np.save(tmp_path / "meta" / "mean.npy", mean)
+    np.save(tmp_path / "meta" / "std.npy", std)
+    return networks, mean, std
+
+
+def released_forward(networks, word, pos, cap_lens, motions, m_lens):
+    """The reference's get_co_embeddings: batch sorted by caption length for the text GRU, then by motion
+    length for the motion GRU, packs with enforce_sorted=True; returns both in the motion-sorted order."""
+    text_net, motion_net, movement_net = (networks[k] for k in ev.NETWORK_KEYS)
+    by_cap = np.argsort(-cap_lens, kind="stable")
+    word, pos, cap_lens, motions, m_lens = word[by_cap], pos[by_cap], cap_lens[by_cap], motions[by_cap], m_lens[by_cap]
+    with torch.no_grad():
+        x = text_net.input_emb(word + text_net.pos_emb(pos))
+        packed = pack_padded_sequence(x, cap_lens.tolist(), batch_first=True)
+        _, last = text_net.gru(packed, text_net.hidden.repeat(1, len(word), 1))
+        text_emb = text_net.output_net(torch.cat([last[0], last[1]], -1))
+        align = np.argsort(m_lens)[::-1].copy()
+        moves = movement_net(motions[align][..., :-4])
+        x = motion_net.input_emb(moves)
+        packed = pack_padded_sequence(x, (m_lens[align] // 4).tolist(), batch_first=True)
+        _, last = motion_net.gru(packed, motion_net.hidden.repeat(1, len(word), 1))
+        motion_emb = motion_net.output_net(torch.cat([last[0], last[1]], -1))
+    return text_emb[align], motion_emb, by_cap[align]
+
+
+def test_finest_tar_loads_and_embeds_like_the_released_forward_in_any_order(tmp_path):
+    networks, mean, std = make_run(tmp_path)
+    loaded = ev.Evaluator.load(tmp_path / "model" / "finest.tar")
+    np.testing.assert_array_equal(loaded.mean, mean)
+    np.testing.assert_array_equal(loaded.std, std)
+    for net in networks.values():
+        net.eval()
+
+    g = torch.Generator().manual_seed(1)
+    batch = 6
+    word, pos = torch.randn(batch, 22, 8, generator=g), torch.randn(batch, 22, 15, generator=g)
+    cap_lens = np.array([5, 22, 9, 3, 12, 7])
+    m_lens = np.array([40, 196, 64, 120, 8, 100])
+    motions = torch.randn(batch, 196, 263, generator=g)
+    motions = motions * (torch.arange(196)[None, :, None] < torch.as_tensor(m_lens)[:, None, None])  # zero padding
+
+    text_ref, motion_ref, order = released_forward(networks, word, pos, cap_lens, motions, m_lens)
+    text_emb = loaded.embed_text(word, pos, cap_lens)
+    motion_emb = loaded.embed_motion(motions, m_lens)
+    torch.testing.assert_close(text_emb[order], text_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(motion_emb[order], motion_ref, rtol=1e-5, atol=1e-6)
+
+    # garbage after each length does not matter: embed_motion pads with zeros like the ground-truth loader
+    noisy = motions + torch.randn(motions.shape, generator=g) * (torch.arange(196)[None, :, None] >= 40)
+    torch.testing.assert_close(loaded.embed_motion(noisy[:1], m_lens[:1]), motion_emb[:1])
+    # a shuffled batch gives the same rows, shuffled
+    perm = np.array([3, 0, 5, 1, 4, 2])
+    torch.testing.assert_close(loaded.embed_motion(motions[perm], m_lens[perm]), motion_emb[perm])
+    torch.testing.assert_close(loaded.embed_text(word[perm], pos[perm], cap_lens[perm]), text_emb[perm])
+
+
+def test_normalise_uses_the_evaluator_statistics(tmp_path):
+    _, mean, std = make_run(tmp_path)
+    loaded = ev.Evaluator.load(tmp_path / "model" / "finest.tar")
+    x = np.random.default_rng(3).normal(size=(2, 5, 263)).astype(np.float32)
+    np.testing.assert_allclose(loaded.normalise(x), (x - mean) / std, rtol=1e-6)
+    torch.testing.assert_close(loaded.normalise(torch.from_numpy(x)), torch.from_numpy((x - mean) / std))
+
+
+class Payload:
+    """An arbitrary object in a checkpoint: weights_only refuses to rebuild it."""
+
+
+def test_bad_checkpoints_end_in_one_clear_message(tmp_path):
+    with pytest.raises(UserError, match="not found: .*finest.tar"):
+        ev.Evaluator.load(tmp_path / "nowhere" / "finest.tar")
+    networks, _, _ = make_run(tmp_path)
+    path = tmp_path / "model" / "finest.tar"
+
+    torch.save({"text_encoder": networks["text_encoder"].state_dict()}, path)
+    with pytest.raises(UserError, match=r"finest.tar lacks the key\(s\) \['motion_encoder', 'movement_encoder'\]"):
+        ev.Evaluator.load(path)
+
+    states = {k: networks[k].state_dict() for k in ev.NETWORK_KEYS}
+    states["motion_encoder"]["output_net.1.weight"] = torch.ones(3)
+    torch.save(states, path)
+    with pytest.raises(UserError, match=r"'motion_encoder.output_net.1.weight' has shape \(3,\)"):
+        ev.Evaluator.load(path)
+
+    states = {k: networks[k].state_dict() for k in ev.NETWORK_KEYS}
+    del states["movement_encoder"]["out_net.bias"]
+    torch.save(states, path)
+    with pytest.raises(UserError, match=r"'movement_encoder' does not match .*out_net.bias"):
+        ev.Evaluator.load(path)
+
+    torch.save({**{k: networks[k].state_dict() for k in ev.NETWORK_KEYS}, "extra": Payload()}, path)
+    with pytest.raises(UserError, match="cannot read T2M evaluator checkpoint"):
+        ev.Evaluator.load(path)
+
+    write_finest(path, networks)
+    (tmp_path / "meta" / "std.npy").unlink()
+    with pytest.raises(UserError, match="mean.npy/std.npy not found"):
+        ev.Evaluator.load(path)
+
+
+def test_released_layout_statistics_are_found_beside_text_mot_match(tmp_path):
+    t2m = tmp_path / "t2m"
+    (t2m / "text_mot_match" / "model").mkdir(parents=True)
+    (t2m / "Comp_v6_KLD01" / "meta").mkdir(parents=True)
+    write_finest(t2m / "text_mot_match" / "model" / "finest.tar", ev.build_networks(SMALL))
+    np.save(t2m / "Comp_v6_KLD01" / "meta" / "mean.npy", np.zeros(263, np.float32))
+    np.save(t2m / "Comp_v6_KLD01" / "meta" / "std.npy", np.full(263, 2.0, np.float32))
+    loaded = ev.Evaluator.load(t2m / "text_mot_match" / "model" / "finest.tar")
+    assert loaded.std[0] == 2.0
+
+
+# ---- word vectors ---------------------------------------------------------------------------------------
+
+WORDS = ["sos", "eos", "unk", "a", "man", "walk", "left", "hand", "slowly"]
+
+
+def write_glove(directory, words=WORDS, dim=4):
+    directory.mkdir(exist_ok=True)
+    vectors = np.arange(len(words) * dim, dtype=np.float32).reshape(len(words), dim)
+    np.save(directory / "our_vab_data.npy", vectors)
+    (directory / "our_vab_words.pkl").write_bytes(pickle.dumps(list(words)))
+    (directory / "our_vab_idx.pkl").write_bytes(pickle.dumps({w: i for i, w in enumerate(words)}))
+    return vectors
+
+
+def test_caption_framing_vip_classes_and_unknown_words(tmp_path):
+    vectors = write_glove(tmp_path / "glove")
+    vec = glove.WordVectorizer.load(tmp_path / "glove")
+    tokens = ["a/DET", "man/NOUN", "walk/VERB", "slowly/ADV", "zebra/NOUN", "left/ADJ", "hand/NOUN"]
+    word, pos, cap_len = vec.encode(tokens)
+    assert word.shape == (22, 4) and pos.shape == (22, 15) and cap_len == 9  # sos + 7 + eos
+    rows = ["sos", "a", "man", "walk", "slowly", "unk", "left", "hand", "eos"] + ["unk"] * 13
+    np.testing.assert_array_equal(word, vectors[[WORDS.index(w) for w in rows]])
+    # published classes: OTHER=14, DET=2, NOUN=1; VIP: Act=12, Desc=13, Loc=9, Body=10; unknown -> OTHER
+    assert pos.argmax(1).tolist() == [14, 2, 1, 12, 13, 14, 9, 10, 14] + [14] * 13
+    assert (pos.sum(1) == 1).all()
+
+    long_word, _, long_len = vec.encode(["man/NOUN"] * 25)
+    assert long_len == 22  # cropped to 20 tokens + sos + eos
+    np.testing.assert_array_equal(long_word[[0, 20, 21]], vectors[[0, 4, 1]])
+    words, pos_b, lens = vec.encode_batch([tokens, ["man/NOUN"]])
+    assert words.shape == (2, 22, 4) and lens.tolist() == [9, 3]
+
+
+def test_word_pickles_are_read_without_running_code(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))  # would create the marker file when unpickled
+
+    write_glove(tmp_path / "glove")
+    (tmp_path / "glove" / "our_vab_words.pkl").write_bytes(pickle.dumps([Exploit(), "a"]))
+    with pytest.raises(UserError, match="our_vab_words.pkl is not a plain pickle.*refused to load"):
+        glove.WordVectorizer.load(tmp_path / "glove")
+    assert not marker.exists()
+
+    (tmp_path / "glove" / "our_vab_words.pkl").write_bytes(pickle.dumps(np.array([1, 2])))  # numpy: refused too
+    with pytest.raises(UserError, match="not a plain pickle"):
+        glove.load_plain_pickle(tmp_path / "glove" / "our_vab_words.pkl")
+    with pytest.raises(UserError, match="cannot read word-vector file"):
+        glove.load_plain_pickle(tmp_path / "missing.pkl")
+
+
+def test_free_text_tagger_follows_its_documented_rules():
+    assert glove.tag_free_text("A man walks forward slowly, then waves his left hand.") == [
+        "a/DET", "man/NOUN", "walk/VERB", "forward/ADV", "slowly/ADV", "then/ADV", "wave/VERB", "his/DET",
+        "left/ADV", "hand/NOUN",
+    ]  # fmt: skip
+    assert glove.tag_free_text("The person's arms are swinging; he ran and stopped") == [
+        "the/DET", "person/NOUN", "arm/NOUN", "are/AUX", "swing/VERB", "he/PRON", "run/VERB", "and/CCONJ",
+        "stop/VERB",
+    ]  # fmt: skip
+    assert glove.caption_tokens("ignored", ["x/NOUN"]) == ["x/NOUN"]
