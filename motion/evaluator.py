@@ -100,6 +100,16 @@ def _bigru_last(gru: nn.GRU, inputs: torch.Tensor, lengths: torch.Tensor, hidden
     return torch.cat([last[0], last[1]], dim=-1)
 
 
+def _co_embedding_head(hidden_size: int, output_size: int) -> nn.Sequential:
+    """BiGRU final states [B, 2·hidden] -> co-embedding [B, output_size] (keys output_net.0/.1/.3)."""
+    return nn.Sequential(
+        nn.Linear(hidden_size * 2, hidden_size),
+        nn.LayerNorm(hidden_size),
+        nn.LeakyReLU(0.2),
+        nn.Linear(hidden_size, output_size),
+    )
+
+
 class TextEncoderBiGRUCo(nn.Module):
     """Word vectors [B, L, 300] + POS one-hots [B, L, 15] + lengths [B] -> text embeddings [B, output_size]."""
 
@@ -108,12 +118,7 @@ class TextEncoderBiGRUCo(nn.Module):
         self.pos_emb = nn.Linear(pos_size, word_size)
         self.input_emb = nn.Linear(word_size, hidden_size)
         self.gru = nn.GRU(hidden_size, hidden_size, batch_first=True, bidirectional=True)
-        self.output_net = nn.Sequential(
-            nn.Linear(hidden_size * 2, hidden_size),
-            nn.LayerNorm(hidden_size),
-            nn.LeakyReLU(0.2),
-            nn.Linear(hidden_size, output_size),
-        )
+        self.output_net = _co_embedding_head(hidden_size, output_size)
         self.input_emb.apply(init_weight)
         self.pos_emb.apply(init_weight)
         self.output_net.apply(init_weight)
@@ -132,12 +137,7 @@ class MotionEncoderBiGRUCo(nn.Module):
         super().__init__()
         self.input_emb = nn.Linear(input_size, hidden_size)
         self.gru = nn.GRU(hidden_size, hidden_size, batch_first=True, bidirectional=True)
-        self.output_net = nn.Sequential(
-            nn.Linear(hidden_size * 2, hidden_size),
-            nn.LayerNorm(hidden_size),
-            nn.LeakyReLU(0.2),
-            nn.Linear(hidden_size, output_size),
-        )
+        self.output_net = _co_embedding_head(hidden_size, output_size)
         self.input_emb.apply(init_weight)
         self.output_net.apply(init_weight)
         self.hidden_size = hidden_size
