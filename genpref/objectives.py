@@ -101,9 +101,10 @@ class SoPo:
     def __call__(self, err: Errors, ref: Errors, extras: dict) -> tuple[Tensor, Metrics]:
         r_l, s = extras["loser_reward"], extras["winner_similarity"]
         # τ as a quantile of this batch's loser rewards keeps the gate open once the base is decent.
-        tau = torch.quantile(r_l.float(), self.tau_quantile).item() if self.tau_quantile is not None else self.tau
+        tau = self.tau
         if self.tau_quantile is not None:
-            tau = tau + 1e-12  # the quantile itself counts as below τ
+            q = torch.quantile(r_l.float(), self.tau_quantile)
+            tau = torch.nextafter(q, q + 1).item()  # the quantile itself counts as below τ
         loss = losses.sopo(err["w"], err["l"], ref["w"], ref["l"], r_l, s, tau, self.c, self.beta, self.form)
         loss = loss + self.sft_weight * err["w"]
         delta_w, delta_l = err["w"] - ref["w"], err["l"] - ref["l"]

@@ -113,8 +113,11 @@ def train(cfg: Config) -> Path:
     from diffusers.optimization import get_scheduler
     from tqdm.auto import tqdm
 
+    from accelerate.state import AcceleratorState
+
     build.check(cfg)
     t = cfg.train
+    AcceleratorState._reset_state()  # several runs in one process (tests, demo) may differ in precision
     accelerator = Accelerator(
         mixed_precision=t.mixed_precision,
         kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
