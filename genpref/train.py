@@ -109,19 +109,15 @@ def write_samples(adapter: Adapter, cfg: Config, run_dir: Path, tag: str) -> lis
 
 def train(cfg: Config) -> Path:
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import set_seed
     from diffusers.optimization import get_scheduler
     from tqdm.auto import tqdm
-
-    from accelerate.state import AcceleratorState
 
     build.check(cfg)
     t = cfg.train
     AcceleratorState._reset_state()  # several runs in one process (tests, demo) may differ in precision
-    accelerator = Accelerator(
-        mixed_precision=t.mixed_precision,
-        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
-    )
+    accelerator = Accelerator(mixed_precision=t.mixed_precision)
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     say = lambda msg: accelerator.print(f"genpref: {msg}")
     run_dir = Path(t.output_dir)
@@ -218,7 +214,7 @@ def train(cfg: Config) -> Path:
                     loss_vec, metrics = objective(err, ref, tb.extras)
                 loss = loss_vec.float().mean()
                 ok = torch.isfinite(loss).float()
-                finite = finite and accelerator.reduce(ok.reshape(1), "min").item() == 1.0
+                finite = finite and accelerator.gather(ok.reshape(1)).min().item() == 1.0
                 if finite:
                     accelerator.backward(loss / t.grad_accum)
             values = {"loss": loss.detach(), **{k: v.detach().float() for k, v in metrics.items()}}
