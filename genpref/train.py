@@ -82,6 +82,20 @@ def _disable_dropout(module: torch.nn.Module) -> None:
             m.p = 0.0
 
 
+def check_ranks_in_sync(accelerator, params: list[torch.nn.Parameter], run_dir: Path) -> None:
+    """Every rank's trainable weights must be bit-identical after training; ranks.json records the check."""
+    import json
+
+    with torch.no_grad():
+        fingerprint = torch.stack([torch.stack([p.detach().double().sum(), p.detach().double().abs().sum()]) for p in params])
+    fingerprints = accelerator.gather(fingerprint.to(accelerator.device)[None]).cpu()  # [world, P, 2]
+    if accelerator.is_main_process:
+        in_sync = bool((fingerprints == fingerprints[0]).all())
+        (run_dir / "ranks.json").write_text(json.dumps({"world_size": accelerator.num_processes, "weights_identical": in_sync}))
+        if not in_sync:
+            warnings.warn("trainable weights differ across ranks after training", stacklevel=1)
+
+
 # ---------------------------------------------------------------------------------------------- samples
 
 
@@ -258,7 +272,7 @@ def train(cfg: Config) -> Path:
     bar.close()
 
     # ---- save
-    accelerator.wait_for_everyone()
+    check_ranks_in_sync(accelerator, params, run_dir)
     if main:
         with plain_module(adapter, plain):
             if ema is not None:
