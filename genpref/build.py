@@ -108,7 +108,8 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"objective '{cfg.objective.name}' reads {role}: set 'data.{data_key}' (or 'data.root' for motion)")
     for key in ("pairs", "experts", "ratings", "prompts", "root"):
         value = getattr(cfg.data, key)
-        if value is not None and not any(ch in value for ch in "*?") and not Path(value).exists():
+        synthetic = value is not None and "://" in value  # e.g. tiny://experts: written by the adapter
+        if value is not None and not synthetic and not any(ch in value for ch in "*?") and not Path(value).exists():
             raise ConfigError(f"'data.{key}': {value} does not exist")
 
 

@@ -70,6 +70,7 @@ class DataConfig:
     min_motion_length: int = 40  # shorter motions are skipped (published filter)
     num_workers: int = 0  # data-loading worker processes
     source: str | None = None  # pair source; null = the objective's default (see `genpref validate`)
+    empty_prompt_prob: float = 0.0  # replace a training item's prompt by "" with this probability (CFG; DPO/DRO publish 0.2)
 
 
 @dataclass
