@@ -127,3 +127,25 @@ def test_bad_joint_arrays_are_refused():
     joints[2, 5, 1] = np.nan
     with pytest.raises(UserError, match="NaN"):
         sk.extract_features(joints)
+
+
+def test_stick_figure_gif_and_strip(tmp_path):
+    from PIL import Image
+
+    from motion import draw
+
+    joints = synthetic_canonical_motion(frames=12)
+    gif = draw.animate(joints, tmp_path / "a" / "walk.gif", title="a person walks", every=2)
+    with Image.open(gif) as image:
+        assert image.n_frames == 6
+        image.seek(3)
+        assert np.asarray(image.convert("L")).min() < 128  # something dark was drawn
+    png = draw.strip(joints, tmp_path / "walk.png", frames=4)
+    with Image.open(png) as image:
+        width, height = image.size
+        assert width == 4 * height  # four square tiles side by side
+    # a pose facing the camera side: x of the screen grows with the body's left (+X) at azimuth 0
+    screen = draw.project(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), azimuth=0.0, elevation=0.0)
+    np.testing.assert_allclose(screen, [[1.0, 0.0], [0.0, 1.0]], atol=1e-12)
+    with pytest.raises(UserError, match=r"joints \[T, 22, 3\]"):
+        draw.strip(np.zeros((5, 21, 3)), tmp_path / "x.png")
