@@ -30,6 +30,41 @@ def _cmd_validate(args) -> None:
     )
 
 
+def _commands_for_run(run_dir: str):
+    """The modality's command module (image.commands / motion.commands) chosen by the run's model.kind."""
+    import importlib
+    from pathlib import Path
+
+    from genpref.build import MODEL_KINDS
+    from genpref.config import read_yaml
+
+    cfg_path = Path(run_dir) / "config.yaml"
+    kind = read_yaml(cfg_path).get("model", {}).get("kind")
+    if kind not in MODEL_KINDS:
+        from genpref.config import ConfigError
+
+        raise ConfigError(f"{cfg_path}: model.kind {kind!r} is not a known model kind")
+    package = MODEL_KINDS[kind].split(".")[0]
+    try:
+        return importlib.import_module(f"{package}.commands")
+    except ModuleNotFoundError:
+        from genpref.errors import UserError
+
+        raise UserError(f"model.kind {kind!r} has no sample/export commands") from None
+
+
+def _cmd_sample(args) -> None:
+    commands = _commands_for_run(args.run_dir)
+    options = {k: v for k, v in (("steps", args.steps), ("guidance", args.guidance), ("solver", args.solver)) if v is not None}
+    out = commands.sample(args.run_dir, args.prompt, args.seed, args.out, **options)
+    print(f"wrote {out}")
+
+
+def _cmd_export(args) -> None:
+    commands = _commands_for_run(args.run_dir)
+    print(f"wrote {commands.export(args.run_dir, args.format, args.out)}")
+
+
 def make_parser() -> argparse.ArgumentParser:
     from genpref.build import MODEL_KINDS, OBJECTIVES
 
@@ -52,12 +87,30 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.add_argument("overrides", nargs="*", help=overrides_help)
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("sample", help="generate from a finished run (an image grid; motion .npy + GIF)")
+    p.add_argument("run_dir")
+    p.add_argument("--prompt", action="append", required=True, help="repeat for several prompts")
+    p.add_argument("--seed", action="append", type=int, help="repeat for several seeds (default 0)")
+    p.add_argument("--out", required=True, help="output file (image) or directory (motion)")
+    p.add_argument("--steps", type=int, help="sampler steps (default: the modality's)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
+    p.add_argument("--solver", help="diffusers scheduler name, e.g. dpmsolver++, ddim, euler")
+    p.set_defaults(func=_cmd_sample)
+
+    p = sub.add_parser("export", help="export a run's final weights (diffusers or kohya LoRA)")
+    p.add_argument("run_dir")
+    p.add_argument("--format", choices=["diffusers", "kohya"], default="diffusers")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_export)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "seed", "absent") is None:
+        args.seed = [0]
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_CONFIG
