@@ -75,7 +75,7 @@ def write_finest(path, networks, sizes=SMALL):
 def make_run(tmp_path, seed=0, sizes=SMALL):
     torch.manual_seed(seed)
     networks = ev.build_networks(sizes)
-    (tmp_path / "model").mkdir()
+    (tmp_path / "model").mkdir(parents=True)
     (tmp_path / "meta").mkdir()
     write_finest(tmp_path / "model" / "finest.tar", networks, sizes)
     rng = np.random.default_rng(seed)
@@ -254,3 +254,127 @@ def test_free_text_tagger_follows_its_documented_rules():
         "stop/VERB",
     ]  # fmt: skip
     assert glove.caption_tokens("ignored", ["x/NOUN"]) == ["x/NOUN"]
+
+
+# ---- the protocol end to end ----------------------------------------------------------------------------
+
+VOCAB = ["sos", "eos", "unk"] + [f"w{i}" for i in range(40)]
+
+
+def write_humanml_dir(root, motions=84, seed=0):
+    """A HumanML3D-format test split of motions that are constant over time (so every crop of a motion is
+    the same rows), each with a distinct 3-word caption; every 7th motion also gets a caption for a span."""
+    rng = np.random.default_rng(seed)
+    (root / "new_joint_vecs").mkdir(parents=True)
+    (root / "texts").mkdir()
+    rows, names = {}, []
+    for i in range(motions):
+        name = f"{i:06d}"
+        row = rng.normal(size=263).astype(np.float32)
+        np.save(root / "new_joint_vecs" / f"{name}.npy", np.repeat(row[None], rng.integers(40, 90), axis=0))
+        words = [VOCAB[3 + (i * 7 + k * 13) % 40] for k in range(3)]
+        lines = [f"{' '.join(words)} {i}#{' '.join(w + '/NOUN' for w in words)}#0.0#0.0"]
+        rows[f"{' '.join(words)} {i}"] = row
+        if i % 7 == 0:
+            lines.append(f"span {i}#{words[0]}/VERB#0.0#2.5")  # frames [0, 50)
+            rows[f"span {i}"] = row
+        (root / "texts" / f"{name}.txt").write_text("\n".join(lines) + "\n")
+        names.append(name)
+    (root / "test.txt").write_text("\n".join(names) + "\n")
+    np.save(root / "Mean.npy", np.zeros(263, np.float32))
+    np.save(root / "Std.npy", np.ones(263, np.float32))
+    return rows
+
+
+def replay_generator(rows, noise=0.0):
+    """Returns each caption's real motion rows at the asked length (and junk after it)."""
+
+    def generate(texts, lengths, seed):
+        out = np.full((len(texts), int(max(lengths)) + 3, 263), 1e3, dtype=np.float32)
+        jitter = np.random.default_rng(seed).normal(scale=noise, size=(len(texts), 263))
+        for i, (text, n) in enumerate(zip(texts, lengths)):
+            out[i, :n] = rows[text] + jitter[i]
+        return out
+
+    return generate
+
+
+@pytest.fixture
+def protocol(tmp_path):
+    from motion import eval_data
+
+    rows = write_humanml_dir(tmp_path / "data")
+    make_run(tmp_path / "evaluator")
+    evaluator = ev.Evaluator.load(tmp_path / "evaluator" / "model" / "finest.tar")
+    vectors = np.random.default_rng(5).normal(size=(len(VOCAB), 8)).astype(np.float32)
+    vectorizer = glove.WordVectorizer(vectors, {w: i for i, w in enumerate(VOCAB)})
+    split = eval_data.load_split(tmp_path / "data", "test")
+    return evaluator, vectorizer, split, rows
+
+
+def test_replaying_real_motions_scores_like_real_data_and_fid_zero(protocol, tmp_path):
+    from motion import eval_data, evaluate, metrics
+
+    evaluator, vectorizer, split, rows = protocol
+    assert len(split.entries) == 84 + 12  # 12 span captions (i % 7 == 0) make entries of their own
+    kwargs = dict(replications=3, diversity_times=50, progress=False)
+    res = evaluate.evaluate(evaluator, vectorizer, split, replay_generator(rows), **kwargs)
+    assert res["rows_used"] == 96 and res["convention"] == "t2m"
+    for name in ("R_precision_top1", "R_precision_top2", "R_precision_top3", "MM_Dist", "Diversity"):
+        np.testing.assert_allclose(res["per_replication"][name], res["per_replication_real"][name], atol=1e-9)
+    assert max(abs(v) for v in res["per_replication"]["FID"]) < 1e-6
+    assert 0.0 < res["metrics"]["R_precision_top1"]["mean"] < 1.0
+
+    # replication 0 recomputed here: pass drawn with default_rng([seed, 0]), normalised with the evaluator's
+    # own mean/std read from its meta folder, embedded, R-precision over the 3 groups of 32
+    sample = eval_data.sample_pass(split, np.random.default_rng([0, 0]))
+    mean = np.load(tmp_path / "evaluator" / "meta" / "mean.npy")
+    std = np.load(tmp_path / "evaluator" / "meta" / "std.npy")
+    motions = np.zeros((96, 90, 263), np.float32)
+    for i, m in enumerate(sample.motions[:96]):
+        motions[i, : len(m)] = (m - mean) / std
+    real = evaluator.embed_motion(motions, sample.lengths[:96]).numpy()
+    text = evaluator.embed_text(*vectorizer.encode_batch(sample.tokens[:96])).numpy()
+    expect = metrics.r_precision(text, real)
+    np.testing.assert_allclose(
+        [res["per_replication"][f"R_precision_top{k}"][0] for k in (1, 2, 3)], expect, atol=1e-12
+    )
+
+    # generation batches of 5 change nothing: R-precision is still computed on groups of 32
+    res5 = evaluate.evaluate(evaluator, vectorizer, split, replay_generator(rows), batch_size=5, **kwargs)
+    assert res5["per_replication"] == res["per_replication"]
+
+    table = evaluate.format_table(res)
+    assert "t2m convention" in table and "R_precision_top1" in table and "FID" in table
+
+
+def test_real_embeddings_are_cached_and_multimodality_on_request(protocol, tmp_path, monkeypatch):
+    from motion import evaluate
+
+    evaluator, vectorizer, split, rows = protocol
+    calls = []
+    embed = evaluator.embed_motion
+    monkeypatch.setattr(evaluator, "embed_motion", lambda m, n: calls.append(len(m)) or embed(m, n))
+    kwargs = dict(replications=2, diversity_times=50, progress=False, cache_dir=tmp_path / "cache")
+    first = evaluate.evaluate(evaluator, vectorizer, split, replay_generator(rows, noise=0.1), **kwargs)
+    first_rows = sum(calls)
+    calls.clear()
+    second = evaluate.evaluate(evaluator, vectorizer, split, replay_generator(rows, noise=0.1), **kwargs)
+    assert first_rows == 2 * 2 * 96 and sum(calls) == 2 * 96  # real motions embedded once per replication
+    assert second["per_replication"] == first["per_replication"]
+    assert len(list((tmp_path / "cache").glob("real-*-r*.npz"))) == 2
+    assert first["per_replication"]["FID"][0] > 0  # noisy replays are no longer the real set
+
+    mm = evaluate.evaluate(evaluator, vectorizer, split, replay_generator(rows, noise=0.1), replications=1,
+                           diversity_times=50, progress=False, mm=True, mm_texts=6, mm_repeats=12, mm_times=10)  # fmt: skip
+    assert mm["metrics"]["MultiModality"]["mean"] > 0
+    still = evaluate.evaluate(evaluator, vectorizer, split, replay_generator(rows), replications=1,
+                              diversity_times=50, progress=False, mm=True, mm_texts=6, mm_repeats=12, mm_times=10)  # fmt: skip
+    assert still["metrics"]["MultiModality"]["mean"] == pytest.approx(0.0, abs=1e-6)
+
+    mld = evaluate.evaluate(evaluator, vectorizer, split, replay_generator(rows), replications=1,
+                            diversity_times=50, progress=False, convention="mld")  # fmt: skip
+    assert mld["convention"] == "mld"
+    assert mld["per_replication"]["R_precision_top1"] == mld["per_replication_real"]["R_precision_top1"]
+    with pytest.raises(UserError, match="more than 300"):
+        evaluate.evaluate(evaluator, vectorizer, split, replay_generator(rows), progress=False)
