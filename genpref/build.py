@@ -25,6 +25,7 @@ MODEL_KINDS = {
 # reward.models[].name -> module with build_reward(spec, cfg, device)
 REWARDS = {
     "toy": "genpref.toy",
+    "tiny-motion": "motion.tiny_data",  # verifier of the synthetic tiny motion actions
 }
 
 # objective.name -> what it optimises (constructors in genpref.objectives.FROM_CONFIG)
@@ -34,6 +35,7 @@ OBJECTIVES = {
     "dro": "Diffusion-DRO ranking loss: experts vs policy rollouts",
     "sopo": "SoPo semi-online DPO: dataset winner vs worst online sample",
     "kto": "Diffusion-KTO on single rated samples",
+    "direct_reward": "Direct Reward Optimisation: (r − V(prompt) − β·implicit reward)² on single rated samples",
 }
 
 # data.source -> (data role it reads, class in genpref.recipes)
@@ -43,9 +45,17 @@ SOURCES = {
     "ratings": ("ratings", "Ratings"),
     "expert_rollouts": ("experts", "ExpertRollouts"),
     "sopo_online": ("experts", "SoPoOnline"),
+    "ai_feedback": ("prompts", "AIFeedback"),
+    "expert_vs_sample": ("experts", "ExpertVsSample"),
 }
-DEFAULT_SOURCE = {"dpo": "offline_pairs", "sft": "experts", "kto": "ratings", "dro": "expert_rollouts", "sopo": "sopo_online"}
-ONLINE_SOURCES = {"expert_rollouts", "sopo_online"}
+DEFAULT_SOURCE = {
+    "dpo": "offline_pairs",
+    "sft": "experts",
+    "kto": "ratings",
+    "direct_reward": "ratings",
+    "dro": "expert_rollouts",
+    "sopo": "sopo_online",
+}
 
 # enumerated values: key -> allowed
 CHOICES = {
@@ -58,6 +68,9 @@ CHOICES = {
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "train.collapse_action": ("warn", "stop"),
     "reward.normalize": ("none", "zscore"),
+    "select.by": (None, "implicit_margin"),
+    "select.direction": ("largest", "smallest"),
+    "online.annotator": ("reward", "implicit"),
 }
 
 
@@ -104,7 +117,9 @@ def check(cfg: Config) -> None:
         raise ConfigError("'objective.tau_quantile' must lie in [0, 1]")
     role = SOURCES[source_name(cfg)][0]
     data_key = {"pairs": "pairs", "experts": "experts", "ratings": "ratings", "prompts": "prompts"}[role]
-    if cfg.model.kind not in ("toy",) and getattr(cfg.data, data_key) is None and cfg.data.root is None:
+    if role == "prompts" and cfg.data.prompts is None and (cfg.data.experts or cfg.data.root):
+        pass  # prompts are read from the experts' captions / the motion split
+    elif cfg.model.kind not in ("toy",) and getattr(cfg.data, data_key) is None and cfg.data.root is None:
         raise ConfigError(f"objective '{cfg.objective.name}' reads {role}: set 'data.{data_key}' (or 'data.root' for motion)")
     for key in ("pairs", "experts", "ratings", "prompts", "root"):
         value = getattr(cfg.data, key)
@@ -135,10 +150,20 @@ def build_reward(cfg: Config, device):
 
 
 def build_source(ctx, cfg: Config):
+    """The pair source, wrapped by SeRA selection (select.by) and HyPO's on-policy KL branch (objective.kl_weight)."""
     from genpref import recipes
 
     role, cls = SOURCES[source_name(cfg)]
+    if role == "prompts" and cfg.data.prompts is None:
+        role = "experts"  # online recipes may take their prompts from the experts' captions
     items = ctx.adapter.load_items(role)
     if len(items) == 0:
         raise ConfigError(f"no training items for role '{role}' (check data.{role if role != 'experts' else 'experts / data.root'})")
-    return getattr(recipes, cls)(ctx, items)
+    source = getattr(recipes, cls)(ctx, items)
+    if cfg.select.by == "implicit_margin":
+        if not hasattr(source, "batch_at") or cfg.objective.name not in ("dpo", "dro"):
+            raise ConfigError(f"select.by=implicit_margin needs a paired source that draws by position (not {source_name(cfg)})")
+        source = recipes.SelectByMargin(source, cfg.select.fraction, cfg.select.direction)
+    if cfg.objective.kl_weight > 0:
+        source = recipes.WithPolicySamples(source)
+    return source

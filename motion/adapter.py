@@ -158,6 +158,14 @@ def unwrap(module: nn.Module) -> nn.Module:
     return module
 
 
+def disable_attention_dropout(module: nn.Module) -> None:
+    """Attention-weight dropout is a float on nn.MultiheadAttention, not an nn.Dropout module, so the loop's
+    train.disable_dropout cannot see it; with it on, e_θ and e_ref would differ even at θ = θ_ref."""
+    for m in module.modules():
+        if isinstance(m, nn.MultiheadAttention):
+            m.dropout = 0.0
+
+
 @contextmanager
 def eval_mode(module: nn.Module) -> Iterator[None]:
     was = module.training
@@ -200,6 +208,8 @@ class MotionAdapter:
         self.published_sampler = PUBLISHED_SAMPLER[family]
         self.data_report: motion_data.LoadReport | None = None
         denoiser = denoiser.to(self.device)
+        if cfg.train.disable_dropout:
+            disable_attention_dropout(denoiser)
         self.lora = cfg.model.lora is not None
         self.denoiser = add_lora(denoiser, cfg, family) if self.lora else denoiser
         self._reference = None if self.lora else frozen_copy(denoiser, dtype=weight_dtype)
@@ -216,8 +226,9 @@ class MotionAdapter:
         if not d.root:
             raise UserError("data.root is required: a HumanML3D-format directory (new_joint_vecs/, texts/, Mean.npy, Std.npy, splits)")
         ds = motion_data.MotionDataset(
-            d.root, d.split, min_length=d.min_motion_length, max_length=d.max_motion_length,
+            data_root(self.cfg), d.split, min_length=d.min_motion_length, max_length=d.max_motion_length,
             on_bad_sample=d.on_bad_sample, seed=self.cfg.train.seed, features=self.features, max_items=d.max_items,
+            empty_prompt_prob=d.empty_prompt_prob,
         )
         self.data_report = ds.report
         log.info("motion data: %s", ds.report.summary())
@@ -263,13 +274,19 @@ class MotionAdapter:
 
     # -- protocol -------------------------------------------------------------------------------------
 
+    def _text(self, prompts: Sequence[str]) -> Tensor:
+        """Sentence features [B, D]; the empty prompt "" is the unconditional input (zeros for MDM)."""
+        text = self.text_encoder(prompts)
+        empty = torch.tensor([p == "" for p in prompts], device=text.device)
+        return torch.where(empty[:, None], self.null_text.to(text), text)
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.denoiser.parameters() if p.requires_grad]
 
     def encode(self, samples: Sequence[Any], prompts: Sequence[str]) -> Batch:
         feats, lengths = self._features(samples)
         x0, mask = self.codec.encode(feats, lengths)
-        return Batch(x0, {"text": self.text_encoder(prompts), "lengths": lengths}, mask, list(prompts))
+        return Batch(x0, {"text": self._text(prompts), "lengths": lengths}, mask, list(prompts))
 
     def encode_prompts(self, prompts: Sequence[str], like: Batch | None = None) -> Batch:
         if like is not None:
@@ -278,7 +295,7 @@ class MotionAdapter:
             lengths = like.cond["lengths"].to(self.device)
         else:
             lengths = torch.full((len(prompts),), self.default_length, device=self.device)
-        return Batch(None, {"text": self.text_encoder(prompts), "lengths": lengths}, self.codec.mask(lengths), list(prompts))
+        return Batch(None, {"text": self._text(prompts), "lengths": lengths}, self.codec.mask(lengths), list(prompts))
 
     def _run(self, module: nn.Module, x_t: Tensor, t: Tensor, batch: Batch, guidance: float = 1.0) -> Tensor:
         dtype = next(module.parameters()).dtype
@@ -359,24 +376,21 @@ class MotionAdapter:
             (out / "text_encoder.txt").write_text(str(Path(self.cfg.model.text_encoder).resolve()) + "\n")
 
     def save_samples(self, samples: list[Any], prompts: Sequence[str], out_dir: str, tag: str) -> list[str]:
-        """Features (.npy) for every sample; joints (.npy) and a stick-figure GIF when motion.skeleton /
-        motion.draw are available."""
+        """Per sample: features (.npy), joint positions recovered from them (_joints.npy) and a stick-figure
+        GIF; plus the prompts, one per line."""
+        from motion.draw import animate
+        from motion.skeleton import recover_from_ric
+
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = []
-        try:
-            from motion.draw import draw_motion
-            from motion.skeleton import recover_from_ric
-        except ImportError:
-            draw_motion = recover_from_ric = None
         for i, (motion, prompt) in enumerate(zip(samples, prompts)):
             stem = out / f"{tag}_{i:02d}"
-            np.save(stem.with_suffix(".npy"), motion)
-            paths.append(str(stem.with_suffix(".npy")))
-            if recover_from_ric is not None:
-                joints = recover_from_ric(motion)
-                np.save(f"{stem}_joints.npy", joints)
-                paths.append(draw_motion(joints, f"{stem}.gif", title=prompt))
+            joints = recover_from_ric(np.asarray(motion, dtype=np.float32))
+            np.save(f"{stem}.npy", motion)
+            np.save(f"{stem}_joints.npy", joints)
+            animate(joints, f"{stem}.gif", title=prompt)
+            paths += [f"{stem}.npy", f"{stem}_joints.npy", f"{stem}.gif"]
         (out / f"{tag}_prompts.txt").write_text("\n".join(prompts) + "\n")
         return paths
 
@@ -384,10 +398,26 @@ class MotionAdapter:
 # ---------------------------------------------------------------------------------------------- building
 
 
+TINY_SCHEME = "tiny://"
+
+
+def data_root(cfg: Config) -> Path | None:
+    """data.root; `tiny://humanml` = the synthetic directory of motion/tiny_data.py, written on first use
+    under <train.output_dir>/tiny-data/humanml."""
+    root = cfg.data.root
+    if not root or not root.startswith(TINY_SCHEME):
+        return Path(root) if root else None
+    if root != f"{TINY_SCHEME}humanml":
+        raise UserError(f"data.root: unknown synthetic data {root!r}; valid: {TINY_SCHEME}humanml")
+    from motion import tiny_data
+
+    return tiny_data.ensure(Path(cfg.train.output_dir) / "tiny-data" / "humanml")
+
+
 def _find_stats(cfg: Config, features: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Mean/Std of data.root, else the ones saved beside the checkpoint (a genpref final/ directory)."""
     if cfg.data.root:
-        return motion_data.read_stats(Path(cfg.data.root), features)
+        return motion_data.read_stats(data_root(cfg), features)
     if cfg.model.path and (Path(cfg.model.path).parent / "Mean.npy").is_file():
         return motion_data.read_stats(Path(cfg.model.path).parent, features)
     return None

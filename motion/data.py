@@ -10,6 +10,8 @@ Selection, as MDM's `Text2MotionDatasetV2` (data_loaders/humanml/data/dataset.py
   [int(start·20), int(end·20)), which become a motion of their own, kept by the same length rule;
 - each kept (motion, caption) pair is one item: {"prompt", "x" [T, F] float32 un-normalised, "length",
   "tokens" (word/POS), "name"} (the released loader picks a random caption per motion per epoch instead);
+- with data.empty_prompt_prob = p, a fraction p of the items gets the empty prompt "" (the unconditional
+  input of classifier-free guidance), drawn once per item like the crops;
 - every item is cropped to a multiple of unit_length = 4 frames ('single' crop twice as often as 'double',
   which drops one more unit) at a random offset. Crops are drawn ONCE per item from the run's seed, not
   redrawn per epoch, so an interrupted run resumes on exactly the same data.
@@ -151,6 +153,7 @@ class MotionDataset(Sequence):
         features: int = FEATURES,
         max_items: int | None = None,
         crop: bool = True,
+        empty_prompt_prob: float = 0.0,
     ):
         if on_bad_sample not in ("error", "skip"):
             raise UserError(f"data.on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
@@ -172,6 +175,9 @@ class MotionDataset(Sequence):
             if max_items is not None and len(self.items) >= max_items:
                 self.items = self.items[:max_items]
                 break
+        for item in self.items:  # classifier-free training: drawn once per item, like the crops
+            if empty_prompt_prob > 0 and rng.random() < empty_prompt_prob:
+                item["prompt"] = ""
         self.report.items = len(self.items)
         if not self.items:
             raise UserError(f"data.root: no usable motions in {self.root} split {split!r}: {self.report.summary()}")
