@@ -103,6 +103,16 @@ class OnlineConfig:
     timestep_jitter: bool = True  # dro: per-trajectory random offset of the sampler's timesteps (published)
     reset_t: int | None = None  # dataset reset: start rollouts from data noised to this timestep
     batch_size: int | None = None  # prompts generated per call (default: train.batch_size)
+    annotator: str = "reward"  # ai_feedback ranks samples by: reward (reward.models) | implicit (SeRA bootstrap)
+    label_scale: float = 0.1  # ai_feedback soft label p = σ(score gap / label_scale) with objective.soft_label
+    reward_draws: int = 2  # implicit reward: (t, ε) draws averaged per sample
+
+
+@dataclass
+class SelectConfig:
+    by: str | None = None  # null | implicit_margin (SeRA: keep pairs by the current policy's implicit reward margin)
+    fraction: float = 0.5  # keep this fraction of the over-drawn pairs (batch_size / fraction are scored)
+    direction: str = "largest"  # largest (SeRA: confident, likely-correct pairs) | smallest (hardest pairs)
 
 
 @dataclass
@@ -157,6 +167,7 @@ class Config:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     online: OnlineConfig = field(default_factory=OnlineConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: dict[str, Any] = field(default_factory=dict)  # evaluation settings, read by `genpref eval`
 

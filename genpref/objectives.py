@@ -20,7 +20,7 @@ from genpref.config import ObjectiveConfig
 Errors = dict[str, Tensor]
 Metrics = dict[str, Tensor]
 
-DEFAULT_BETA = {"dpo": 5000.0, "kto": 1000.0, "sopo": 1.0}
+DEFAULT_BETA = {"dpo": 5000.0, "kto": 1000.0, "sopo": 1.0, "direct_reward": 1000.0}
 
 
 def _pref_metrics(e_w: Tensor, ref_w: Tensor) -> Metrics:
@@ -148,6 +148,36 @@ class KTO:
         return loss, metrics
 
 
+class DirectReward(torch.nn.Module):
+    """Direct Reward Optimisation on single rated samples (Richemond et al. 2024, DRO-V) for diffusion:
+    ½·(r − V(c) − β·g)², g = e_ref − e_θ the implicit log-ratio, V(c) a learned value per prompt.
+    Policy and value are trained jointly by this one mean-squared loss."""
+
+    needs_reference = True
+    branches = ("x",)
+
+    def __init__(self, beta: float, num_prompts: int):
+        super().__init__()
+        self.beta = beta
+        self.value = torch.nn.Embedding(num_prompts, 1)
+        torch.nn.init.zeros_(self.value.weight)
+
+    def forward(self, err: Errors, ref: Errors, extras: dict) -> tuple[Tensor, Metrics]:
+        e, e_ref = err["x"], ref["x"]
+        r = extras["rating"].to(e.dtype)
+        v = self.value(extras["prompt_index"]).squeeze(-1).to(e.dtype)
+        g = e_ref - e
+        residual = r - v - self.beta * g
+        want = extras["rating"] >= 0.5
+        pick = want if want.any() else torch.ones_like(want)
+        return 0.5 * residual.pow(2), {
+            **_pref_metrics(e[pick], e_ref[pick]),
+            "value": v.mean(),
+            "residual": residual.abs().mean(),
+            "implicit_acc": ((g > 0) == want).float().mean(),
+        }
+
+
 @dataclass
 class WithKL:
     """Adds λ·kl_to_reference on the policy's own samples (branch "kl", HyPO) to any objective."""
@@ -183,6 +213,12 @@ FROM_CONFIG = {
 }
 
 
-def build_objective(cfg: ObjectiveConfig):
-    objective = FROM_CONFIG[cfg.name](cfg)
+def build_objective(cfg: ObjectiveConfig, source=None):
+    """The objective of `cfg.name`; the direct-reward objective sizes its value table from the source."""
+    if cfg.name == "direct_reward":
+        if not hasattr(source, "num_prompts"):
+            raise ValueError("objective.name=direct_reward needs rated single samples (data.ratings)")
+        objective = DirectReward(_beta(cfg), source.num_prompts)
+    else:
+        objective = FROM_CONFIG[cfg.name](cfg)
     return WithKL(objective, cfg.kl_weight) if cfg.kl_weight else objective

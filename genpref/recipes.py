@@ -43,9 +43,11 @@ class SourceContext:
     def seed(self) -> int:
         return self.cfg.train.seed
 
-    def positions(self, step: int, micro: int) -> list[int]:
+    def positions(self, step: int, micro: int, per: int | None = None) -> list[int]:
+        """Stream positions of this rank's micro-batch; `per` items instead of train.batch_size when a
+        source over-draws (SeRA selection) — the ranges stay disjoint across the run."""
         t = self.cfg.train
-        return micro_positions(step, micro, batch_size=t.batch_size, grad_accum=t.grad_accum, world=self.world, rank=self.rank)
+        return micro_positions(step, micro, batch_size=per or t.batch_size, grad_accum=t.grad_accum, world=self.world, rank=self.rank)
 
     def noise(self, positions: list[int], like: Tensor) -> tuple[Tensor, Tensor]:
         sched = self.adapter.noise_scheduler
@@ -68,10 +70,15 @@ class SourceContext:
 
 
 class _Stateless:
-    """Sources whose position is a pure function of the step: nothing to checkpoint."""
+    """Sources whose position is a pure function of the step: nothing to checkpoint.
+    Subclasses build a batch from stream positions (`batch_at`), so wrappers can over-draw."""
+
+    def next(self, step: int, micro: int) -> TrainBatch:
+        return self.batch_at(self.ctx.positions(step, micro))
 
     def after_optimizer_step(self, step: int) -> None:
-        pass
+        if self.ctx.rollout is not None:
+            self.ctx.rollout.after_optimizer_step(step)
 
     def state_dict(self) -> dict:
         return {}
@@ -87,9 +94,8 @@ class OfflinePairs(_Stateless):
         self.ctx, self.items = ctx, items
         self.stream = ItemStream(len(items), ctx.seed)
 
-    def next(self, step: int, micro: int) -> TrainBatch:
+    def batch_at(self, pos: list[int]) -> TrainBatch:
         ctx = self.ctx
-        pos = ctx.positions(step, micro)
         items = [self.items[self.stream.item(p)] for p in pos]
         prompts = [it["prompt"] for it in items]
         w = ctx.adapter.encode([it["w"] for it in items], prompts).to(ctx.device)
@@ -107,9 +113,8 @@ class Experts(_Stateless):
         self.ctx, self.items = ctx, items
         self.stream = ItemStream(len(items), ctx.seed)
 
-    def next(self, step: int, micro: int) -> TrainBatch:
+    def batch_at(self, pos: list[int]) -> TrainBatch:
         ctx = self.ctx
-        pos = ctx.positions(step, micro)
         items = [self.items[self.stream.item(p)] for p in pos]
         w = ctx.adapter.encode([it["x"] for it in items], [it["prompt"] for it in items]).to(ctx.device)
         t, eps = ctx.noise(pos, w.x0)
@@ -117,20 +122,27 @@ class Experts(_Stateless):
 
 
 class Ratings(_Stateless):
-    """Single samples with a rating or thumbs (KTO): desirable when rating >= 0.5."""
+    """Single samples with a rating in [0, 1] or thumbs as 0/1 (KTO, direct reward): desirable when
+    rating >= 0.5. Each distinct prompt gets an index (the direct-reward objective's value table)."""
 
     def __init__(self, ctx: SourceContext, items):
         self.ctx, self.items = ctx, items
         self.stream = ItemStream(len(items), ctx.seed)
+        self.prompt_index = {p: i for i, p in enumerate(sorted({it["prompt"] for it in items}))}
 
-    def next(self, step: int, micro: int) -> TrainBatch:
+    @property
+    def num_prompts(self) -> int:
+        return len(self.prompt_index)
+
+    def batch_at(self, pos: list[int]) -> TrainBatch:
         ctx = self.ctx
-        pos = ctx.positions(step, micro)
         items = [self.items[self.stream.item(p)] for p in pos]
         x = ctx.adapter.encode([it["x"] for it in items], [it["prompt"] for it in items]).to(ctx.device)
         t, eps = ctx.noise(pos, x.x0)
         rating = torch.tensor([float(it["rating"]) for it in items], device=ctx.device)
-        return TrainBatch({"x": noised_branch(ctx.adapter.noise_scheduler, x, t, eps)}, {"desirable": rating >= 0.5, "rating": rating})
+        index = torch.tensor([self.prompt_index[it["prompt"]] for it in items], device=ctx.device)
+        extras = {"desirable": rating >= 0.5, "rating": rating, "prompt_index": index}
+        return TrainBatch({"x": noised_branch(ctx.adapter.noise_scheduler, x, t, eps)}, extras)
 
 
 class _Refilling:
@@ -251,9 +263,8 @@ class SoPoOnline(_Stateless):
         self.ctx, self.items = ctx, items
         self.stream = ItemStream(len(items), ctx.seed)
 
-    def next(self, step: int, micro: int) -> TrainBatch:
+    def batch_at(self, pos: list[int]) -> TrainBatch:
         ctx, k = self.ctx, self.ctx.cfg.online.num_samples
-        pos = ctx.positions(step, micro)
         items = [self.items[self.stream.item(p)] for p in pos]
         prompts = [it["prompt"] for it in items]
         w = ctx.adapter.encode([it["x"] for it in items], prompts).to(ctx.device)
@@ -277,5 +288,159 @@ class SoPoOnline(_Stateless):
         stats = {"reward_w": reward_w.mean().item(), "reward_l": extras["loser_reward"].mean().item(), "reward_online": rewards.mean().item()}
         return TrainBatch({"w": noised_branch(sched, w, t, eps), "l": noised_branch(sched, loser, t, eps)}, extras, stats)
 
+
+def aux_positions(pos: list[int], tag: int) -> list[int]:
+    """Positions for a second, independent draw keyed by the same items (tag 1, 2, ...)."""
+    return [p + tag * 10**12 for p in pos]
+
+
+def subset(tb: TrainBatch, idx: Tensor) -> TrainBatch:
+    """The rows `idx` of every branch and per-sample extra."""
+    pick = lambda v: v[idx.to(v.device)]
+    branches = {
+        k: Branch(pick(b.x_t), pick(b.t), None if b.target is None else pick(b.target), b.batch.index(idx))
+        for k, b in tb.branches.items()
+    }
+    return TrainBatch(branches, {k: pick(v) for k, v in tb.extras.items()}, dict(tb.stats))
+
+
+def implicit_reward(ctx: SourceContext, batch: Batch, pos: list[int]) -> Tensor:
+    """The policy's own reward of samples batch.x0: r = e_ref − e_θ, averaged over online.reward_draws
+    (t, ε) draws (Diffusion-DPO's implicit reward up to β; SeRA's self-review signal)."""
+    from genpref.forward import branch_errors
+
+    total = torch.zeros(len(batch), device=batch.x0.device)
+    draws = ctx.cfg.online.reward_draws
+    for d in range(draws):
+        t, eps = ctx.noise(aux_positions(pos, 3 + d), batch.x0)
+        branch = noised_branch(ctx.adapter.noise_scheduler, batch, t, eps)
+        with torch.no_grad():
+            err, ref = branch_errors(ctx.adapter, {"x": branch}, True)
+        total += ref["x"] - err["x"]
+    return total / draws
+
+
+class AIFeedback(_Stateless):
+    """Online AI feedback (OAIF): K policy samples per prompt, ranked by the annotator; best vs worst is a
+    DPO pair. Annotator: the reward models (`online.annotator: reward`) or the policy's own implicit
+    reward (`implicit`, SeRA's preference bootstrapping). With `objective.soft_label` the pair's label
+    is σ(score gap / online.label_scale) (soft preference strength, Online Self-Preferring)."""
+
+    def __init__(self, ctx: SourceContext, items):
+        o = ctx.cfg.online
+        if o.num_samples < 2:
+            raise ValueError("data.source=ai_feedback needs online.num_samples >= 2 (best vs worst of K)")
+        if o.annotator == "reward" and ctx.reward is None:
+            raise ValueError("data.source=ai_feedback with online.annotator=reward needs reward.models")
+        self.ctx, self.items = ctx, items
+        self.stream = ItemStream(len(items), ctx.seed)
+
+    def batch_at(self, pos: list[int]) -> TrainBatch:
+        ctx, o = self.ctx, self.ctx.cfg.online
+        k, b = o.num_samples, len(pos)
+        prompts = [self.items[self.stream.item(p)]["prompt"] for p in pos]
+        cond = ctx.adapter.encode_prompts(prompts).to(ctx.device)
+        repeated = Batch.cat([cond] * k)  # sample j of prompt i sits at j·B + i
+        x0 = ctx.generate(repeated, pos[0])
+        if o.annotator == "implicit":
+            scores = implicit_reward(ctx, repeated.with_x0(x0), [p for _ in range(k) for p in pos])
+        else:
+            scores = ctx.reward.score(ctx.adapter.decode(x0, repeated), repeated.prompts)
+        scores = scores.float().view(k, b).to(x0.device)
+        rows = torch.arange(b, device=x0.device)
+        best, worst = scores.argmax(0) * b + rows, scores.argmin(0) * b + rows
+        gap = scores.max(0).values - scores.min(0).values
+        w, l = cond.with_x0(x0[best]), cond.with_x0(x0[worst])
+        t, eps = ctx.noise(pos, w.x0)
+        sched = ctx.adapter.noise_scheduler
+        label = torch.sigmoid(gap / o.label_scale)
+        stats = {"score_best": scores.max(0).values.mean().item(), "score_worst": scores.min(0).values.mean().item(),
+                 "score_gap": gap.mean().item(), "label": label.mean().item()}
+        return TrainBatch({"w": noised_branch(sched, w, t, eps), "l": noised_branch(sched, l, t, eps)},
+                          {"label": label.to(ctx.device)}, stats)
+
+
+class ExpertVsSample(_Stateless):
+    """Expert (winner) vs a finished policy sample for the same prompt (loser), sharing t and ε.
+    With `online.reset_t` the sample starts from the expert noised to that timestep (dataset reset,
+    DR-PO): cheaper and on the data manifold."""
+
+    def __init__(self, ctx: SourceContext, items):
+        self.ctx, self.items = ctx, items
+        self.stream = ItemStream(len(items), ctx.seed)
+
+    def batch_at(self, pos: list[int]) -> TrainBatch:
+        ctx = self.ctx
+        items = [self.items[self.stream.item(p)] for p in pos]
+        w = ctx.adapter.encode([it["x"] for it in items], [it["prompt"] for it in items]).to(ctx.device)
+        l = w.with_x0(ctx.generate(w, pos[0]).to(w.x0.dtype))
+        t, eps = ctx.noise(pos, w.x0)
+        sched = ctx.adapter.noise_scheduler
+        return TrainBatch({"w": noised_branch(sched, w, t, eps), "l": noised_branch(sched, l, t, eps)},
+                          {"label": torch.ones(len(pos), device=ctx.device)})
+
+
+class SelectByMargin:
+    """SeRA sample selection: over-draw batch_size / fraction pairs, score them with the current policy's
+    implicit reward margin (e_ref,w − e_w) − (e_ref,l − e_l) on their own t and ε, keep the batch_size
+    with the largest (SeRA) or smallest margins."""
+
+    def __init__(self, inner, fraction: float, direction: str):
+        if not 0 < fraction <= 1:
+            raise ValueError("select.fraction must lie in (0, 1]")
+        self.inner, self.fraction, self.direction = inner, fraction, direction
+        self.ctx = inner.ctx
+
+    def next(self, step: int, micro: int) -> TrainBatch:
+        import math
+
+        from genpref.forward import branch_errors
+
+        b = self.ctx.cfg.train.batch_size
+        n = math.ceil(b / self.fraction)
+        tb = self.inner.batch_at(self.ctx.positions(step, micro, per=n))
+        with torch.no_grad():
+            err, ref = branch_errors(self.ctx.adapter, {"w": tb.branches["w"], "l": tb.branches["l"]}, True)
+        margin = (ref["w"] - err["w"]) - (ref["l"] - err["l"])
+        keep = torch.topk(margin, b, largest=self.direction == "largest").indices
+        out = subset(tb, keep)
+        out.stats.update(select_margin_kept=margin[keep].mean().item(), select_margin_all=margin.mean().item())
+        return out
+
     def after_optimizer_step(self, step: int) -> None:
-        self.ctx.rollout.after_optimizer_step(step)
+        self.inner.after_optimizer_step(step)
+
+    def state_dict(self) -> dict:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.inner.load_state_dict(state)
+
+
+class WithPolicySamples:
+    """Adds branch "kl": the policy's own samples for the preferred branch's prompts, noised at fresh
+    (t, ε), regressed onto the reference's prediction (HyPO's KL-to-reference on on-policy data)."""
+
+    def __init__(self, inner):
+        self.inner, self.ctx = inner, inner.ctx
+        self.calls = 0
+
+    def next(self, step: int, micro: int) -> TrainBatch:
+        tb = self.inner.next(step, micro)
+        ctx = self.ctx
+        anchor = next(iter(tb.branches.values())).batch
+        pos = aux_positions(ctx.positions(step, micro), 1)
+        samples = anchor.with_x0(ctx.generate(anchor, pos[0]).to(anchor.x0.dtype))
+        t, eps = ctx.noise(pos, samples.x0)
+        kl = noised_branch(ctx.adapter.noise_scheduler, samples, t, eps)
+        tb.branches["kl"] = Branch(kl.x_t, kl.t, None, samples)
+        return tb
+
+    def after_optimizer_step(self, step: int) -> None:
+        self.inner.after_optimizer_step(step)
+
+    def state_dict(self) -> dict:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.inner.load_state_dict(state)

@@ -17,12 +17,11 @@ from pathlib import Path
 import torch
 
 from genpref import build, checkpoint
-from genpref.adapter import Adapter, Batch
+from genpref.adapter import Adapter
 from genpref.config import Config
 from genpref.errors import UserError
+from genpref.forward import branch_errors
 from genpref.guards import BadLossGuard, CollapseGuard
-from genpref.losses import denoising_error
-from genpref.noising import Branch
 from genpref.objectives import build_objective
 from genpref.online import RolloutPolicy
 from genpref.recipes import SourceContext
@@ -32,37 +31,6 @@ DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 # ---------------------------------------------------------------------------------------------- the step
-
-
-def branch_errors(adapter: Adapter, branches: dict[str, Branch], need_reference: bool) -> tuple[dict, dict]:
-    """Policy and reference denoising errors per branch, each branch's samples in one forward pass.
-
-    A branch whose target is None regresses onto the reference's prediction (KL-to-reference)."""
-    names = list(branches)
-    sizes = [branches[n].x_t.shape[0] for n in names]
-    x_t = torch.cat([branches[n].x_t for n in names])
-    t = torch.cat([branches[n].t for n in names])
-    batch = Batch.cat([branches[n].batch for n in names])
-    needs_ref_pred = need_reference or any(branches[n].target is None for n in names)
-    ref_pred = None
-    if needs_ref_pred:
-        with torch.no_grad(), adapter.reference():
-            ref_pred = adapter.predict(x_t, t, batch)
-    pred = adapter.predict(x_t, t, batch)
-    targets = [branches[n].target for n in names]
-    if all(tg is not None for tg in targets):
-        target = torch.cat(targets)
-    else:  # fill KL branches with the reference prediction
-        parts, start = [], 0
-        for tg, n in zip(targets, sizes):
-            parts.append(ref_pred[start : start + n] if tg is None else tg)
-            start += n
-        target = torch.cat(parts)
-    err = dict(zip(names, denoising_error(pred, target, batch.mask).split(sizes)))
-    ref = {}
-    if ref_pred is not None:
-        ref = dict(zip(names, denoising_error(ref_pred, target, batch.mask).split(sizes)))
-    return err, ref
 
 
 @contextmanager
@@ -150,8 +118,20 @@ def train(cfg: Config) -> Path:
         raise UserError("the model has no trainable parameters (check model.lora.targets)")
     names = {id(p): n for n, p in adapter.denoiser.named_parameters()}
     named_params = {names[id(p)]: p for p in params}
+    plain = adapter.denoiser
+    rollout = RolloutPolicy(params, cfg.online.sync_every)
+    reward = build.build_reward(cfg, accelerator.device)
+    ctx = SourceContext(adapter, cfg, accelerator.device, rank, world, rollout, reward)
+    source = build.build_source(ctx, cfg)
+    objective = build_objective(cfg.objective, source)
+    # objectives with parameters of their own (a value table): optimised too, gradients averaged by hand
+    own = list(objective.named_parameters()) if isinstance(objective, torch.nn.Module) else []
+    if own:
+        objective.to(accelerator.device)
+        named_params.update({f"objective.{n}": p for n, p in own})
+    all_params = params + [p for _, p in own]
     optimizer = torch.optim.AdamW(
-        params, lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps, weight_decay=t.weight_decay
+        all_params, lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps, weight_decay=t.weight_decay
     )
     # Stepped by hand once per optimizer step (accelerate's wrapper steps it once per process).
     lr_scheduler = get_scheduler(t.lr_scheduler, optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=t.max_steps)
@@ -160,16 +140,8 @@ def train(cfg: Config) -> Path:
         from diffusers.training_utils import EMAModel
 
         ema = EMAModel(params, decay=t.ema_decay)
-    plain = adapter.denoiser
     adapter.denoiser, optimizer = accelerator.prepare(adapter.denoiser, optimizer)
     adapter.denoiser.train()
-
-    objective = build_objective(cfg.objective)
-    rollout = RolloutPolicy(params, cfg.online.sync_every)
-    reward = build.build_reward(cfg, accelerator.device)
-    ctx = SourceContext(adapter, cfg, accelerator.device, rank, world, rollout, reward)
-    source = build.build_source(ctx, cfg)
-    online = build.source_name(cfg) in build.ONLINE_SOURCES
     bad_loss = BadLossGuard(t.max_bad_steps)
     collapse = CollapseGuard(t.collapse_factor, t.collapse_action, t.collapse_window)
 
@@ -219,7 +191,7 @@ def train(cfg: Config) -> Path:
         sums: dict[str, float] = {}
         finite = True
         for micro in range(t.grad_accum):
-            with plain_module(adapter, plain) if online else nullcontext():
+            with plain_module(adapter, plain):  # sources generate/score on one rank at a time: no DDP
                 tb = source.next(step - 1, micro)
             last = micro == t.grad_accum - 1
             with nullcontext() if last else accelerator.no_sync(adapter.denoiser):
@@ -236,8 +208,12 @@ def train(cfg: Config) -> Path:
                 sums[k] = sums.get(k, 0.0) + v.to(accelerator.device) / t.grad_accum
         grad_norm = float("nan")
         if bad_loss.check(finite, step):
+            if own and world > 1:
+                for _, p in own:
+                    if p.grad is not None:
+                        p.grad = accelerator.reduce(p.grad, "mean")
             if t.max_grad_norm is not None:
-                grad_norm = accelerator.clip_grad_norm_(params, t.max_grad_norm)
+                grad_norm = accelerator.clip_grad_norm_(all_params, t.max_grad_norm)
                 grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
             optimizer.step()
             lr_scheduler.step()

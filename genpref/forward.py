@@ -1,0 +1,40 @@
+"""Policy and reference denoising errors on named branches: the forward half of every training step."""
+
+from __future__ import annotations
+
+import torch
+
+from genpref.adapter import Adapter, Batch
+from genpref.losses import denoising_error
+from genpref.noising import Branch
+
+
+def branch_errors(adapter: Adapter, branches: dict[str, Branch], need_reference: bool) -> tuple[dict, dict]:
+    """Policy and reference denoising errors per branch, each branch's samples in one forward pass.
+
+    A branch whose target is None regresses onto the reference's prediction (KL-to-reference)."""
+    names = list(branches)
+    sizes = [branches[n].x_t.shape[0] for n in names]
+    x_t = torch.cat([branches[n].x_t for n in names])
+    t = torch.cat([branches[n].t for n in names])
+    batch = Batch.cat([branches[n].batch for n in names])
+    needs_ref_pred = need_reference or any(branches[n].target is None for n in names)
+    ref_pred = None
+    if needs_ref_pred:
+        with torch.no_grad(), adapter.reference():
+            ref_pred = adapter.predict(x_t, t, batch)
+    pred = adapter.predict(x_t, t, batch)
+    targets = [branches[n].target for n in names]
+    if all(tg is not None for tg in targets):
+        target = torch.cat(targets)
+    else:  # fill KL branches with the reference prediction
+        parts, start = [], 0
+        for tg, n in zip(targets, sizes):
+            parts.append(ref_pred[start : start + n] if tg is None else tg)
+            start += n
+        target = torch.cat(parts)
+    err = dict(zip(names, denoising_error(pred, target, batch.mask).split(sizes)))
+    ref = {}
+    if ref_pred is not None:
+        ref = dict(zip(names, denoising_error(ref_pred, target, batch.mask).split(sizes)))
+    return err, ref
