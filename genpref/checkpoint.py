@@ -5,6 +5,8 @@ Layout of checkpoints/step-N/: weights.safetensors (trainable parameters by name
 LR schedule, EMA, step and recipe state shared by all ranks), rank-R.pt (each rank's RNG and data
 state), manifest.json (files, sizes, SHA-256; its presence marks the checkpoint complete).
 Everything is read back with `torch.load(weights_only=True)` or safetensors: no pickle runs code.
+Under FSDP / DeepSpeed (sharded weights and optimizer) the model and optimizer go through accelerate's
+`save_state` into accelerate/ inside the same temporary directory, covered by the same manifest.
 """
 
 from __future__ import annotations
@@ -140,8 +142,10 @@ def save(
     shared_state: dict,
     rank_state: dict,
     keep: int,
+    sharded: bool = False,
 ) -> Path:
-    """Every rank must call this (each writes its own RNG/data state; rank 0 the rest)."""
+    """Every rank must call this (each writes its own RNG/data state; rank 0 the rest). With `sharded`
+    the model and optimizer are saved by accelerate's save_state, which every rank takes part in."""
     root = Path(run_dir) / "checkpoints"
     final, tmp = root / f"step-{step}", root / f".step-{step}.tmp"
     accelerator.wait_for_everyone()
@@ -151,14 +155,18 @@ def save(
         tmp.mkdir()
     accelerator.wait_for_everyone()
     rank = accelerator.process_index
+    if sharded:
+        accelerator.save_state(str(tmp / "accelerate"))
     _write(tmp / f"rank-{rank}.pt", lambda p: torch.save({**rank_state, "rng": rng_state()}, p))
-    if accelerator.is_main_process:
+    if accelerator.is_main_process and weights:
         _write(tmp / "weights.safetensors", lambda p: save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(p)))
         _write(tmp / "state.pt", lambda p: torch.save(shared_state, p))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         files = {
-            f.name: {"size": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(tmp.iterdir())
+            str(f.relative_to(tmp)): {"size": f.stat().st_size, "sha256": _sha256(f)}
+            for f in sorted(tmp.rglob("*"))
+            if f.is_file()
         }
         manifest = {"step": step, "world_size": accelerator.num_processes, "files": files}
         _write(tmp / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1)))
@@ -184,7 +192,7 @@ def _load_pt(path: Path) -> dict:
 def load(path: Path, rank: int, world: int) -> tuple[dict[str, torch.Tensor], dict, dict | None]:
     """(weights, shared state, this rank's state or None when the world size changed)."""
     path = Path(path)
-    weights = load_file(str(path / "weights.safetensors"))
+    weights = load_file(str(path / "weights.safetensors")) if (path / "weights.safetensors").is_file() else {}
     shared = _load_pt(path / "state.pt")
     manifest = json.loads((path / MANIFEST).read_text())
     if manifest["world_size"] != world:

@@ -144,18 +144,23 @@ def train(cfg: Config) -> Path:
     adapter.denoiser.train()
     bad_loss = BadLossGuard(t.max_bad_steps)
     collapse = CollapseGuard(t.collapse_factor, t.collapse_action, t.collapse_window)
+    # FSDP / DeepSpeed shard weights and optimizer state: accelerate saves those (not exercised on CPU)
+    sharded = accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
 
     # ---- resume
     start = 0
     if resume_from is not None:
         weights, shared, mine = checkpoint.load(resume_from, rank, world)
-        missing = set(named_params) - set(weights)
-        if missing:
-            raise UserError(f"{resume_from}: checkpoint lacks trainable weights, e.g. {sorted(missing)[0]}")
-        with torch.no_grad():
-            for name, p in named_params.items():  # load into the existing (LoRA) parameters
-                p.copy_(weights[name].to(p.device, p.dtype))
-        optimizer.load_state_dict(shared["optimizer"])
+        if sharded:
+            accelerator.load_state(str(resume_from / "accelerate"))
+        else:
+            missing = set(named_params) - set(weights)
+            if missing:
+                raise UserError(f"{resume_from}: checkpoint lacks trainable weights, e.g. {sorted(missing)[0]}")
+            with torch.no_grad():
+                for name, p in named_params.items():  # load into the existing (LoRA) parameters
+                    p.copy_(weights[name].to(p.device, p.dtype))
+            optimizer.load_state_dict(shared["optimizer"])
         lr_scheduler.load_state_dict(shared["lr_scheduler"])
         if ema is not None and shared.get("ema") is not None:
             ema.load_state_dict(shared["ema"])
@@ -175,14 +180,15 @@ def train(cfg: Config) -> Path:
     def save_checkpoint(step: int) -> None:
         shared = {
             "step": step,
-            "optimizer": optimizer.state_dict(),
+            "optimizer": None if sharded else optimizer.state_dict(),
             "lr_scheduler": lr_scheduler.state_dict(),
             "ema": ema.state_dict() if ema is not None else None,
             "collapse": collapse.state_dict(),
             "rollout": rollout.state_dict(),
             "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
         }
-        checkpoint.save(accelerator, run_dir, step, named_params, shared, {"source": source.state_dict()}, t.keep_checkpoints)
+        weights = {} if sharded else named_params
+        checkpoint.save(accelerator, run_dir, step, weights, shared, {"source": source.state_dict()}, t.keep_checkpoints, sharded)
 
     # ---- loop
     bar = tqdm(total=t.max_steps, initial=start, disable=not main, desc="train", dynamic_ncols=True)
