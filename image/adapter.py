@@ -119,7 +119,12 @@ class ImageAdapter:
         self.codec = self._codec(components.vae, weight_dtype)
         for encoder in components.text_encoders:
             encoder.to(self.device, dtype=weight_dtype).requires_grad_(False).eval()
-        self.prompt_encoder = ClipPromptEncoder(self.family, components.text_encoders, components.tokenizers)
+        if self.family == "shapes":  # model.kind shapes-unet: attribute tokens, no CLIP (image/shapes_model.py)
+            from image.shapes_model import AttributePromptEncoder
+
+            self.prompt_encoder = AttributePromptEncoder()
+        else:
+            self.prompt_encoder = ClipPromptEncoder(self.family, components.text_encoders, components.tokenizers)
         cache_dir = cfg.data.cache_dir or str(Path(cfg.train.output_dir) / "cache")
         self.cache = CachedEncoder(TensorStore(cache_dir), self.codec, self.prompt_encoder, self.resolution)
         self.augment = image_data.Augment(
@@ -177,6 +182,10 @@ class ImageAdapter:
 
     def _tiny_data(self, spec: str | None) -> str | None:
         """`tiny://experts` etc.: synthetic shapes written by image/tiny_data.py under the run directory."""
+        if spec and spec.startswith("shapes://"):  # the shapes task's data (image/shapes.py)
+            from image import shapes
+
+            return shapes.resolve(spec, self)
         if not spec or not spec.startswith("tiny://"):
             return spec
         from image import tiny_data
@@ -210,7 +219,7 @@ class ImageAdapter:
         cond = {k: v.to(self.device, dtype) for k, v in batch.cond.items()}
         added = {"text_embeds": cond["text_embeds"], "time_ids": cond["time_ids"]} if self.family == "sdxl" else None
         return net(x_t.to(self.device, dtype), t.to(self.device), encoder_hidden_states=cond["encoder_hidden_states"],
-                   added_cond_kwargs=added).sample
+                   added_cond_kwargs=added, class_labels=cond.get("class_labels")).sample
 
     @contextmanager
     def reference(self) -> Iterator[None]:
@@ -322,6 +331,11 @@ class ImageAdapter:
             return
         c = self.components
         policy = unwrap(self.denoiser)
+        if self.family == "shapes":  # no text encoder or VAE to make a pipeline of: the UNet's weights
+            from image import shapes_model
+
+            shapes_model.save(policy, out_dir)
+            return
         pipe = make_pipeline(Components(c.family, policy, c.vae, c.text_encoders, c.tokenizers, c.scheduler, c.source))
         with quiet():
             pipe.save_pretrained(out_dir, safe_serialization=True)
@@ -343,11 +357,18 @@ class ImageAdapter:
         if not state:
             raise UserError(f"{file}: no UNet LoRA weights in it (keys must start with 'unet.')")
         state = convert_unet_state_dict_to_peft(state)
-        result = set_peft_model_state_dict(unwrap(self.denoiser), state, adapter_name="default")
-        unexpected = getattr(result, "unexpected_keys", []) or []
-        if unexpected:
-            raise UserError(f"{file}: {len(unexpected)} weights do not fit this model's LoRA "
-                            f"(model.lora rank/targets differ?), e.g. {unexpected[0]}")
+        hint = "model.lora rank/targets differ from the run that saved it?"
+        try:
+            result = set_peft_model_state_dict(unwrap(self.denoiser), state, adapter_name="default")
+        except RuntimeError as err:  # torch: "size mismatch for ..."
+            detail = next((ln.strip() for ln in str(err).splitlines() if "size mismatch" in ln), str(err))
+            raise UserError(f"{file}: LoRA weights do not fit this model ({hint}): {detail}") from None
+        unexpected = list(getattr(result, "unexpected_keys", []) or [])
+        missing = [k for k in getattr(result, "missing_keys", []) or [] if "lora_" in k]
+        if unexpected or missing:
+            example = (unexpected or missing)[0]
+            raise UserError(f"{file}: {len(unexpected)} unexpected and {len(missing)} missing LoRA weights "
+                            f"({hint}), e.g. {example}")
 
     def pipeline(self, solver: str = "dpmsolver++") -> Any:
         """A diffusers pipeline over the live modules (policy UNet with its LoRA), for users' own sampling."""
@@ -361,6 +382,11 @@ def build_adapter(cfg: Config, device: torch.device, weight_dtype: torch.dtype) 
     """model.kind sd15 | sdxl | tiny-sd | tiny-sdxl -> ImageAdapter on `device`; frozen weights in weight_dtype."""
     mc = cfg.model
     tiny_dir = Path(cfg.train.output_dir) / "tiny-model" if mc.kind.startswith("tiny") else None
+    if mc.kind == "shapes-unet":  # the shapes task's pixel-space UNet (image/shapes_model.py)
+        from image import shapes_model
+
+        with quiet():
+            return ImageAdapter(shapes_model.load_components(mc, cfg.train.seed), cfg, device, weight_dtype)
     with quiet():
         components = load_components(mc.kind, mc.path, size=mc.size, vae_path=mc.vae_path,
                                      prediction_type=mc.prediction_type, tiny_dir=tiny_dir)

@@ -260,29 +260,21 @@ def _resolve(spec: str, base: Path | None) -> Path:
 
 @dataclass
 class Augment:
-    """Item-level randomness, drawn once per access and shared by every image of the item."""
+    """Item-level randomness, shared by every image of the item and reproducible: the draw for an item is
+    a function of (seed, item index, key), so a resumed run flips and drops prompts exactly as an
+    uninterrupted one (the key is the item's access count, or a caller's data position)."""
 
     random_flip: bool = False
     random_crop: bool = False
     empty_prompt_prob: float = 0.0  # replace the prompt by "" (classifier-free guidance training)
     seed: int = 0
-    rng: random.Random = field(init=False, repr=False)
 
-    def __post_init__(self):
-        self.rng = random.Random(self.seed)
-
-    def draw(self) -> tuple[bool, tuple[float, float] | None, bool]:
-        flip = self.random_flip and self.rng.random() < 0.5
-        crop = (self.rng.random(), self.rng.random()) if self.random_crop else None
-        drop = self.empty_prompt_prob > 0 and self.rng.random() < self.empty_prompt_prob
+    def draw(self, index: int, key: int) -> tuple[bool, tuple[float, float] | None, bool]:
+        rng = random.Random(f"{self.seed}:{index}:{key}")  # str seeds hash with sha512: stable across runs
+        flip = self.random_flip and rng.random() < 0.5
+        crop = (rng.random(), rng.random()) if self.random_crop else None
+        drop = self.empty_prompt_prob > 0 and rng.random() < self.empty_prompt_prob
         return flip, crop, drop
-
-    def state_dict(self) -> dict:
-        return {"rng": self.rng.getstate()}
-
-    def load_state_dict(self, state: dict) -> None:
-        version, internal, gauss = state["rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
 
 
 class LazyItems(Sequence):
@@ -298,6 +290,7 @@ class LazyItems(Sequence):
         self.stats.setdefault("bad_skipped", 0)
         self._checked: set[int] = set()
         self._bad: set[int] = set()
+        self._draws: dict[int, int] = {}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -320,6 +313,12 @@ class LazyItems(Sequence):
         if not -len(self) <= i < len(self):
             raise IndexError(i)
         i %= len(self)
+        key = self._draws.get(i, 0)
+        self._draws[i] = key + 1
+        return self.at(i, key)
+
+    def at(self, i: int, key: int) -> dict:
+        """Item i with the augmentation drawn for `key` (e.g. the item's position in the data stream)."""
         for j in [*range(i, len(self)), *range(0, i)]:
             if j in self._bad:
                 continue
@@ -333,11 +332,18 @@ class LazyItems(Sequence):
                 log.warning("skipped bad %s item (%d so far, data.on_bad_sample=skip): %s",
                             self.role, self.stats["bad_skipped"], err)
                 continue
-            return self._build(self.rows[j], images)
+            return self._build(self.rows[j], images, self.augment.draw(i, key))
         raise UserError(f"data: every {self.role} item is bad (see the warnings above)")
 
-    def _build(self, row: dict, images: dict[str, tuple[str, bytes]]) -> dict:
-        flip, crop, drop = self.augment.draw()
+    def state_dict(self) -> dict:
+        """How often each item was drawn: restoring it makes resumed augmentation match."""
+        return {"draws": dict(self._draws)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._draws = {int(k): int(v) for k, v in state["draws"].items()}
+
+    def _build(self, row: dict, images: dict[str, tuple[str, bytes]], drawn: tuple) -> dict:
+        flip, crop, drop = drawn
         item = {k: v for k, v in row.items() if not k.startswith("_")}
         if drop:
             item["prompt"] = ""
