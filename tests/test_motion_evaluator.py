@@ -378,3 +378,40 @@ def test_real_embeddings_are_cached_and_multimodality_on_request(protocol, tmp_p
     assert mld["per_replication"]["R_precision_top1"] == mld["per_replication_real"]["R_precision_top1"]
     with pytest.raises(UserError, match="more than 300"):
         evaluate.evaluate(evaluator, vectorizer, split, replay_generator(rows), progress=False)
+
+
+def test_train_evaluator_smoke_writes_a_loadable_finest_tar(tmp_path):
+    from motion import train_evaluator
+
+    data = tmp_path / "data"
+    write_humanml_dir(data, motions=70)
+    names = (data / "test.txt").read_text().split()
+    (data / "train.txt").write_text("\n".join(names[:40]))
+    (data / "val.txt").write_text("\n".join(names[40:]))
+    std = np.linspace(0.5, 2.0, 263).astype(np.float32)
+    np.save(data / "Std.npy", std)
+    write_glove(tmp_path / "glove", VOCAB, dim=6)
+    out = tmp_path / "run"
+    argv = ["--root", str(data), "--glove", str(tmp_path / "glove"), "--out", str(out), "--epochs", "2",
+            "--decomp-epochs", "1", "--max-steps", "3", "--batch-size", "8", "--decomp-batch-size", "8",
+            "--movement-hidden", "16", "--movement-latent", "12", "--text-hidden", "10", "--motion-hidden", "14",
+            "--coemb", "6", "--device", "cpu"]  # fmt: skip
+    assert train_evaluator.main(argv) == 0
+
+    expected_std = std.copy()
+    expected_std[[0, 1, 2, 3, 259, 260, 261, 262]] /= 5.0  # root and foot-contact channels, feat_bias 5
+    np.testing.assert_allclose(np.load(out / "meta" / "std.npy"), expected_std, rtol=1e-6)
+    checkpoint = torch.load(out / "model" / "finest.tar", weights_only=True)
+    assert {"text_encoder", "motion_encoder", "movement_encoder", "epoch", "iter"} <= set(checkpoint)
+    decomp = torch.load(out / "model" / "decomp.tar", weights_only=True)
+    for name, tensor in decomp["movement_enc"].items():  # frozen during matching
+        torch.testing.assert_close(checkpoint["movement_encoder"][name], tensor)
+
+    loaded = ev.Evaluator.load(out / "model" / "finest.tar")
+    assert loaded.text_encoder.hidden_size == 10 and loaded.motion_encoder.hidden_size == 14
+    emb = loaded.embed_motion(np.zeros((2, 48, 263), np.float32), np.array([48, 40]))
+    assert emb.shape == (2, 6) and torch.isfinite(emb).all()
+    log = [line for line in (out / "log.jsonl").read_text().splitlines() if '"match"' in line]
+    assert len(log) >= 1
+
+    assert train_evaluator.main([*argv[:3], str(tmp_path / "nowhere"), *argv[4:]]) == 2  # bad --glove: one message
