@@ -228,3 +228,42 @@ def test_configuration_errors(root, tmp_path):
         build_adapter(cfg, torch.device("cpu"), torch.float32)
     with pytest.raises(UserError, match="predicts 'sample'"):
         make(root, tmp_path, "tiny-mdm", prediction_type="epsilon")
+
+
+def test_released_mdm_and_mld_layouts_build_through_the_clip_path(root, tmp_path):
+    """kind mdm / mld: a released-layout checkpoint + a local CLIP directory (tiny weights, real loaders)."""
+    import json
+
+    from test_motion_models import write_tiny_clip_dir
+
+    from motion.mdm import MDM
+    from motion.mld import MldDenoiser, MldVae
+
+    torch.manual_seed(0)
+    mdm_dir = tmp_path / "humanml_enc_512_50steps"
+    mdm_dir.mkdir()
+    model, avg = MDM(mask_frames=True), MDM(mask_frames=True)  # released default sizes
+    torch.save({"model": model.state_dict(), "model_avg": avg.state_dict()}, mdm_dir / "model000750000.pt")
+    (mdm_dir / "args.json").write_text(json.dumps({"arch": "trans_enc", "dataset": "humanml", "latent_dim": 512, "layers": 8,
+                                                   "cond_mask_prob": 0.1, "diffusion_steps": 50, "noise_schedule": "cosine",
+                                                   "mask_frames": True, "use_ema": True, "emb_trans_dec": False}))
+    write_tiny_clip_dir(tmp_path / "clip512", projection_dim=512)
+    adapter = make(root, tmp_path, "mdm", path=str(mdm_dir / "model000750000.pt"), use_avg=True,
+                   text_encoder=str(tmp_path / "clip512"))
+    assert torch.equal(adapter.denoiser.embed_text.weight, avg.embed_text.weight)
+    assert adapter.noise_scheduler.config.num_train_timesteps == 50
+    batch, _ = batch_of(adapter, 2)
+    assert batch.cond["text"].shape == (2, 512) and adapter.published_sampler == ("ddpm", None, 2.5)
+    adapter.solver = "ddpm"
+    assert adapter.generate(batch, generator=torch.Generator().manual_seed(0), num_steps=3, guidance=2.5).shape == (2, 263, 1, 64)
+
+    vae, den = MldVae(latent_dim=(1, 16), ff_size=32, num_layers=3), MldDenoiser(latent_dim=(1, 16), ff_size=32, num_layers=3, text_encoded_dim=24)
+    state = {**{f"vae.{k}": v for k, v in vae.state_dict().items()}, **{f"denoiser.{k}": v for k, v in den.state_dict().items()}}
+    torch.save({"state_dict": state}, tmp_path / "mld.ckpt")
+    write_tiny_clip_dir(tmp_path / "clip24", projection_dim=24)
+    mld = make(root, tmp_path, "mld", path=str(tmp_path / "mld.ckpt"), text_encoder=str(tmp_path / "clip24"))
+    batch, _ = batch_of(mld, 2)
+    assert batch.x0.shape == (2, 1, 16)
+    assert torch.allclose(mld.null_text, mld.text_encoder([""])[0])  # MLD's unconditional input: CLIP("")
+    with pytest.raises(UserError, match="gives 512-d sentence features but the model expects 24-d"):
+        make(root, tmp_path, "mld", path=str(tmp_path / "mld.ckpt"), text_encoder=str(tmp_path / "clip512"))
