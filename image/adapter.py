@@ -116,15 +116,18 @@ class ImageAdapter:
         self.noise_scheduler = components.scheduler
         self._in_reference = False
 
+        # VAE and text encoders wait on the CPU and visit an accelerator only for cache misses and decodes.
+        self.encoder_home = torch.device("cpu") if self.device.type == "cuda" else self.device
         self.codec = self._codec(components.vae, weight_dtype)
         for encoder in components.text_encoders:
-            encoder.to(self.device, dtype=weight_dtype).requires_grad_(False).eval()
+            encoder.to(self.encoder_home, dtype=weight_dtype).requires_grad_(False).eval()
         if self.family == "shapes":  # model.kind shapes-unet: attribute tokens, no CLIP (image/shapes_model.py)
             from image.shapes_model import AttributePromptEncoder
 
             self.prompt_encoder = AttributePromptEncoder()
         else:
-            self.prompt_encoder = ClipPromptEncoder(self.family, components.text_encoders, components.tokenizers)
+            self.prompt_encoder = ClipPromptEncoder(self.family, components.text_encoders, components.tokenizers,
+                                                    device=self.device)
         cache_dir = cfg.data.cache_dir or str(Path(cfg.train.output_dir) / "cache")
         self.cache = CachedEncoder(TensorStore(cache_dir), self.codec, self.prompt_encoder, self.resolution)
         self.augment = image_data.Augment(
@@ -138,8 +141,8 @@ class ImageAdapter:
             return IdentityCodec(self.components.unet.config.in_channels)
         # SDXL's original VAE overflows in fp16 (config force_upcast): keep it fp32 as the pipelines do.
         upcast = weight_dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
-        vae.to(self.device, dtype=torch.float32 if upcast else weight_dtype).requires_grad_(False).eval()
-        return VaeCodec(vae)
+        vae.to(self.encoder_home, dtype=torch.float32 if upcast else weight_dtype).requires_grad_(False).eval()
+        return VaeCodec(vae, device=self.device)
 
     def _check_resolution(self) -> None:
         multiple = self.codec.factor * 2 ** (len(self.components.unet.config.block_out_channels) - 1)

@@ -135,8 +135,7 @@ class CachedEncoder:
             chunk = todo[start:start + self.batch_size]
             pixels, micro = zip(*(preprocess(decode_image(r.data, r.name), self.resolution, r.flip, r.crop)
                                   for _, r in chunk))
-            device = _device_of(self.codec)
-            x0 = self.codec.encode(torch.stack(pixels).to(device)).cpu()
+            x0 = self.codec.encode(torch.stack(pixels)).cpu()
             for i, (key, _) in enumerate(chunk):
                 entry = {"x0": x0[i].clone(), "micro": torch.tensor(micro[i], dtype=torch.float32)}
                 self.store.put("latents", key, entry)
@@ -162,7 +161,3 @@ class CachedEncoder:
         names = found[keys[0]].keys()
         return {name: torch.stack([found[k][name] for k in keys]).float() for name in names}
 
-
-def _device_of(codec: Any) -> torch.device:
-    vae = getattr(codec, "vae", None)
-    return next(vae.parameters()).device if vae is not None else torch.device("cpu")

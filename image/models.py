@@ -371,12 +371,29 @@ def fingerprint(module: nn.Module | None, extra: str = "") -> str:
 # ---------------------------------------------------------------------------------------------- codecs
 
 
+@contextmanager
+def visiting(module: nn.Module, device: torch.device) -> Iterator[nn.Module]:
+    """Run `module` on `device` for the block, then move it back home. Encoders parked on the CPU visit the
+    GPU only for cache misses and decodes, so a cached run keeps just the UNet there."""
+    home = next(module.parameters()).device
+    if home == torch.device(device):
+        yield module
+        return
+    module.to(device)
+    try:
+        yield module
+    finally:
+        module.to(home)
+
+
 class VaeCodec:
     """Pixels in [-1, 1] <-> scaled VAE latents (the space SD's UNet denoises). Encodes the posterior mean:
-    SD's posterior std is tiny, and a deterministic latent is what makes caching by content exact."""
+    SD's posterior std is tiny, and a deterministic latent is what makes caching by content exact.
+    Computes on `device` (default: where the VAE lives); returns tensors there."""
 
-    def __init__(self, vae: nn.Module):
+    def __init__(self, vae: nn.Module, device: torch.device | None = None):
         self.vae = vae
+        self.device = torch.device(device) if device is not None else next(vae.parameters()).device
         self.scale = vae.config.scaling_factor
         self.shift = getattr(vae.config, "shift_factor", None) or 0.0
         self.factor = 2 ** (len(vae.config.block_out_channels) - 1)
@@ -388,12 +405,15 @@ class VaeCodec:
 
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        mean = self.vae.encode(pixels.to(self._dtype())).latent_dist.mean
+        with visiting(self.vae, self.device):
+            mean = self.vae.encode(pixels.to(self.device, self._dtype())).latent_dist.mean
         return (mean.float() - self.shift) * self.scale
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.vae.decode((latents / self.scale + self.shift).to(self._dtype())).sample.float()
+        with visiting(self.vae, self.device):
+            z = (latents.to(self.device) / self.scale + self.shift).to(self._dtype())
+            return self.vae.decode(z).sample.float()
 
 
 class IdentityCodec:
@@ -419,8 +439,10 @@ class ClipPromptEncoder:
            "text_embeds": the second encoder's projected pooled output [B, P]}
     """
 
-    def __init__(self, family: str, text_encoders: list[nn.Module], tokenizers: list[Any]):
+    def __init__(self, family: str, text_encoders: list[nn.Module], tokenizers: list[Any],
+                 device: torch.device | None = None):
         self.family, self.encoders, self.tokenizers = family, text_encoders, tokenizers
+        self.device = torch.device(device) if device is not None else next(text_encoders[0].parameters()).device
         toks = "|".join(f"{len(t)}:{t.model_max_length}" for t in tokenizers)
         self.identity = f"{family}:{toks}:" + ":".join(fingerprint(e) for e in text_encoders)
 
@@ -430,13 +452,15 @@ class ClipPromptEncoder:
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:
-        device = next(self.encoders[0].parameters()).device
+        device = self.device
         if self.family == "sd":
             ids = self._ids(self.tokenizers[0], prompts, device)
-            return {"encoder_hidden_states": self.encoders[0](ids)[0].float()}
+            with visiting(self.encoders[0], device):
+                return {"encoder_hidden_states": self.encoders[0](ids)[0].float()}
         hidden, pooled = [], None
         for tokenizer, encoder in zip(self.tokenizers, self.encoders):
-            out = encoder(self._ids(tokenizer, prompts, device), output_hidden_states=True)
+            with visiting(encoder, device):
+                out = encoder(self._ids(tokenizer, prompts, device), output_hidden_states=True)
             hidden.append(out.hidden_states[-2])
             pooled = out[0]  # the last encoder's projected pooled embedding (CLIPTextModelWithProjection)
         return {"encoder_hidden_states": torch.cat(hidden, dim=-1).float(), "text_embeds": pooled.float()}
