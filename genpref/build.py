@@ -15,6 +15,7 @@ MODEL_KINDS = {
     "sdxl": "image.adapter",
     "tiny-sd": "image.adapter",
     "tiny-sdxl": "image.adapter",
+    "shapes-unet": "image.adapter",  # the shapes task's pixel-space UNet (genpref demo)
     "mdm": "motion.adapter",
     "mld": "motion.adapter",
     "tiny-mdm": "motion.adapter",
@@ -24,6 +25,7 @@ MODEL_KINDS = {
 
 # reward.models[].name -> module with build_reward(spec, cfg, device)
 REWARDS = {
+    "shapes": "image.rewards",  # exact verifier of the shapes task: fraction of attributes right
     "toy": "genpref.toy",
     "tiny-motion": "motion.tiny_data",  # verifier of the synthetic tiny motion actions
 }

@@ -359,6 +359,14 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
         raise ConfigError(f"{path}: {err}") from None
 
 
+def load_config_values(path: str | Path, values: dict[str, Any]) -> Config:
+    """Like load_config, with overrides given as {"section.key": Python value} by programs (the demos):
+    each value is written as JSON, which YAML reads back unchanged, so paths and lists need no quoting."""
+    import json
+
+    return load_config(path, [f"{key}={json.dumps(value)}" for key, value in values.items()])
+
+
 def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 

@@ -1,0 +1,94 @@
+"""Small statistics for evaluations: confidence intervals of proportions and of paired differences, an
+exact McNemar test, and intervals over seeds. Pure numpy/scipy; every function takes its randomness
+(a seed) as an argument, so a report's numbers are reproducible.
+
+Paired means: model A and model B were evaluated on the same items (same prompt, same initial noise),
+so the difference is estimated from per-item differences, which is far tighter than comparing two
+independent proportions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+def _z(level: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(0.5 + level / 2))
+
+
+def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n (good at small n and near 0 or 1).
+
+    centre = (p + z²/2n) / (1 + z²/n), half width = z·√(p(1−p)/n + z²/4n²) / (1 + z²/n)."""
+    if n <= 0:
+        raise ValueError("wilson_ci: n must be positive")
+    if not 0 <= successes <= n:
+        raise ValueError(f"wilson_ci: successes {successes} outside [0, {n}]")
+    z = _z(level)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends: no float residue at 0/n and n/n
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return lo, hi
+
+
+def bootstrap_mean_ci(values: Sequence[float], level: float = 0.95, n_boot: int = 10_000,
+                      seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of a mean (items resampled with replacement)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("bootstrap_mean_ci: no values")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
+    alpha = (1 - level) / 2
+    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
+def paired_diff_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95, n_boot: int = 10_000,
+                   seed: int = 0) -> tuple[float, float, float]:
+    """(mean(a − b), lo, hi): the mean paired difference with a percentile bootstrap interval that
+    resamples items (pairs), keeping each item's two outcomes together."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired_diff_ci: a has shape {a.shape}, b {b.shape}; pairs need equal shapes")
+    d = a - b
+    lo, hi = bootstrap_mean_ci(d, level, n_boot, seed)
+    return float(d.mean()), lo, hi
+
+
+def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> float:
+    """Two-sided exact McNemar p-value for paired binary outcomes: with n01 items only A gets right and
+    n10 only B, p = min(1, 2·P(X ≤ min(n01, n10))), X ~ Binomial(n01 + n10, 1/2)."""
+    from scipy.stats import binom
+
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError("mcnemar_exact: a and b need equal shapes")
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    return float(min(1.0, 2 * binom.cdf(min(only_a, only_b), n, 0.5)))
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, lo, hi) over a few independent runs (seeds): mean ± t_{n−1}·s/√n, s with ddof 1.
+    One value gives a zero-width interval (nothing is known about the spread)."""
+    from scipy.stats import t as student_t
+
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("t_interval: no values")
+    mean = float(x.mean())
+    if x.size == 1:
+        return mean, mean, mean
+    half = float(student_t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+    return mean, mean - half, mean + half

@@ -1,0 +1,375 @@
+"""The image half of `genpref demo` and `genpref bench quality`: the `shapes` task end to end.
+
+run_demo: task data -> the shipped base (or pretrain it) -> fine-tune with the default preference recipe
+(Diffusion-DRO, configs/image/shapes_dro.yaml) and the plain-SFT control (shapes_sft.yaml) -> evaluate
+base, DRO and SFT on the held-out attribute combinations with the same initial noise for every model ->
+results with 95% intervals (Wilson for accuracies, paired bootstrap for differences, exact McNemar).
+bench_quality: every objective with a shapes config, several seeds each, against the same base samples.
+The recipes are the YAML files in configs/image/, read as they are with only paths and seeds overridden.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genpref import stats
+from genpref.errors import UserError
+from image import shapes
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs" / "image"
+BASE_WEIGHTS = Path(__file__).resolve().parent / "assets" / "shapes_base.safetensors"
+RECIPE = "dro"  # the default image preference recipe
+EVAL = {"per_prompt": 20, "steps": 20, "solver": "ddim"}  # held-out evaluation: 12 combos × 20 samples
+# bench arms: name -> config file in configs/image/ (each fine-tunes the same base)
+ARMS = {"sft": "shapes_sft.yaml", "dro": "shapes_dro.yaml", "dpo": "shapes_dpo.yaml", "kto": "shapes_kto.yaml"}
+CURVES = ("loss", "implicit_acc", "e_ratio_w", "hinge_active", "margin")
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+
+
+def write_task_data(data_dir: Path) -> dict[str, Path]:
+    """Experts (clean renders of the training combinations) and the two prompt files, written once."""
+    data_dir = Path(data_dir)
+    paths = {"experts": data_dir / "experts", "prompts": data_dir / "prompts.txt",
+             "heldout": data_dir / "heldout-prompts.txt"}
+    marker = data_dir / ".complete"
+    if not marker.is_file():
+        shapes.write_experts(paths["experts"])
+        shapes.write_prompts(paths["prompts"], shapes.train_combos())
+        shapes.write_prompts(paths["heldout"], shapes.heldout_combos())
+        marker.write_text("ok\n")
+    return paths
+
+
+def recipe_config(file: str, overrides: dict):
+    """configs/image/<file> with {"section.key": value} overrides applied."""
+    from genpref.config import load_config_values
+
+    path = CONFIGS / file
+    if not path.is_file():
+        raise UserError(f"{path} not found: the demo reads the recipes in the repository's configs/image/")
+    return load_config_values(path, overrides)
+
+
+def base_weights(out_dir: Path, seed: int = 0) -> Path:
+    """The shipped base, or (when it is missing) a base pretrained now with configs/image/shapes_base.yaml."""
+    if BASE_WEIGHTS.is_file():
+        return BASE_WEIGHTS
+    import warnings
+
+    from genpref.train import train
+
+    warnings.warn(f"{BASE_WEIGHTS} is missing: pretraining the base now (tens of minutes on a CPU)", stacklevel=2)
+    run_dir = Path(out_dir) / "runs" / "base"
+    final = run_dir / "final" / "shapes_unet.safetensors"
+    if not final.is_file():
+        shutil.rmtree(run_dir, ignore_errors=True)
+        train(recipe_config("shapes_base.yaml", {"train.output_dir": str(run_dir), "train.seed": seed}))
+    return final
+
+
+def train_arm(file: str, run_dir: Path, overrides: dict) -> float:
+    """Fine-tune one recipe into a fresh run_dir; returns the wall time in seconds."""
+    from genpref.train import train
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cfg = recipe_config(file, {"train.output_dir": str(run_dir), **overrides})
+    start = time.perf_counter()
+    train(cfg)
+    return time.perf_counter() - start
+
+
+def load_model(weights: Path, work_dir: Path, size: str = "small"):
+    """A shapes-unet adapter holding `weights` (a .safetensors file or a run's final/ directory)."""
+    from genpref import build
+    from genpref.config import from_dict
+
+    cfg = from_dict({"model": {"kind": "shapes-unet", "size": size, "path": str(weights)},
+                     "data": {"resolution": shapes.SIZE}, "objective": {"name": "sft"},
+                     "train": {"output_dir": str(work_dir)}})
+    return build.build_adapter(cfg, torch.device("cpu"), torch.float32)
+
+
+def eval_prompts(combos: Sequence[shapes.Combo], per_prompt: int) -> list[str]:
+    return [shapes.caption(k) for k in combos for _ in range(per_prompt)]
+
+
+def evaluate(adapter, prompts: Sequence[str], seed: int, steps: int | None = None, solver: str | None = None,
+             progress: bool = False, desc: str = "eval") -> tuple[dict[str, np.ndarray], list]:
+    """Sample one image per prompt (noise fixed by seed and position) and verify it: per-sample arrays
+    for each attribute, "all" (every attribute right) and "score" (fraction right); plus the images.
+    steps / solver default to EVAL's."""
+    from tqdm.auto import tqdm
+
+    steps, solver = steps or EVAL["steps"], solver or EVAL["solver"]
+
+    chunk = 60
+    images = []
+    for start in tqdm(range(0, len(prompts), chunk), desc=desc, disable=not progress, dynamic_ncols=True):
+        # the chunk's noise depends on (seed, chunk index) only: every model sees the same noise
+        images.extend(shapes.sample_images(adapter, prompts[start:start + chunk], seed=seed * 1000 + start // chunk,
+                                           num_steps=steps, solver=solver, chunk=chunk))
+    checks = [shapes.check(im, p) for im, p in zip(images, prompts)]
+    out = {a: np.array([c[a] for c in checks], dtype=bool) for a in (*shapes.ATTRIBUTES, "all")}
+    out["score"] = np.array([sum(c[a] for a in shapes.ATTRIBUTES) / 3 for c in checks])
+    return out, images
+
+
+def accuracy_row(model: str, metric: str, correct: np.ndarray) -> dict:
+    k, n = int(correct.sum()), int(correct.size)
+    lo, hi = stats.wilson_ci(k, n)
+    return {"model": model, "metric": metric, "value": k / n, "ci95": [lo, hi], "n": n}
+
+
+def paired_row(a: str, b: str, metric: str, xa: np.ndarray, xb: np.ndarray, seed: int = 0) -> dict:
+    diff, lo, hi = stats.paired_diff_ci(xa.astype(float), xb.astype(float), seed=seed)
+    row = {"a": a, "b": b, "metric": metric, "diff": diff, "ci95": [lo, hi], "n": int(xa.size)}
+    if xa.dtype == bool:
+        row["mcnemar_p"] = stats.mcnemar_exact(xa, xb)
+    return row
+
+
+def win_rate(score_a: np.ndarray, score_b: np.ndarray) -> float:
+    """P(a's attribute score > b's on the same prompt and noise) + ½·P(tie)."""
+    return float((score_a > score_b).mean() + 0.5 * (score_a == score_b).mean())
+
+
+def curves(run_dir: Path) -> dict[str, list[list[float]]]:
+    from genpref.rundir import read_metrics
+
+    rows = read_metrics(run_dir)
+    return {k: [[r["step"], r[k]] for r in rows if r.get(k) is not None] for k in CURVES if any(k in r for r in rows)}
+
+
+def comparison_grid(images: dict[str, list], prompts: Sequence[str], per_prompt: int, show: int, path: Path) -> Path:
+    """Rows = prompts, columns = `show` samples of each model (same noise across models), labelled."""
+    from PIL import Image, ImageDraw
+
+    scale, gap, label_w, head_h = 2, 6, 190, 16
+    tile = shapes.SIZE * scale
+    names = list(images)
+    unique = list(dict.fromkeys(prompts))
+    width = label_w + len(names) * (show * tile + gap)
+    canvas = Image.new("RGB", (width, head_h + len(unique) * tile), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for m, name in enumerate(names):
+        draw.text((label_w + m * (show * tile + gap) + 4, 2), name, fill=(0, 0, 0))
+    for r, prompt in enumerate(unique):
+        first = r * per_prompt
+        y = head_h + r * tile
+        draw.text((4, y + tile // 2 - 6), prompt.removeprefix("a "), fill=(0, 0, 0))
+        for m, name in enumerate(names):
+            for j in range(show):
+                image = images[name][first + j].resize((tile, tile), Image.NEAREST)
+                canvas.paste(image, (label_w + m * (show * tile + gap) + j * tile, y))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- demo
+
+
+def run_demo(out_dir: Path, *, seed: int = 0, progress: bool = True, steps: int | None = None) -> dict:
+    """The image half of `genpref demo` inside out_dir (see the module docstring); returns metrics."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    top = out_dir.parent
+    rel = lambda p: str(Path(p).relative_to(top))
+    timings = {}
+    tick = start = time.perf_counter()
+    data = write_task_data(out_dir / "data")
+    base = base_weights(out_dir, seed)
+    timings["data_and_base_s"] = time.perf_counter() - tick
+    common = {"model.path": str(base), "data.experts": str(data["experts"]), "data.cache_dir": str(out_dir / "cache"),
+              "train.seed": seed, "train.sample_prompts": [], "train.checkpoint_every": 0}
+    if steps is not None:
+        common["train.max_steps"] = steps
+    runs = {name: out_dir / "runs" / name for name in (RECIPE, "sft")}
+    for name in runs:
+        timings[f"train_{name}_s"] = train_arm(ARMS[name], runs[name], common)
+
+    prompts = eval_prompts(shapes.heldout_combos(), EVAL["per_prompt"])
+    results, images = {}, {}
+    for name, weights in (("base", base), (RECIPE, runs[RECIPE] / "final"), ("sft", runs["sft"] / "final")):
+        tick = time.perf_counter()
+        adapter = load_model(weights, out_dir / "eval-cache")
+        results[name], images[name] = evaluate(adapter, prompts, seed, progress=progress, desc=f"eval {name}")
+        timings[f"eval_{name}_s"] = time.perf_counter() - tick
+
+    rows = []
+    for name, r in results.items():
+        rows.append(accuracy_row(name, "heldout_accuracy", r["all"]))
+        rows += [accuracy_row(name, f"heldout_{a}", r[a]) for a in shapes.ATTRIBUTES]
+        lo, hi = stats.bootstrap_mean_ci(r["score"], seed=seed)
+        rows.append({"model": name, "metric": "heldout_attribute_score", "value": float(r["score"].mean()),
+                     "ci95": [lo, hi], "n": int(r["score"].size)})
+    paired = []
+    for a, b in ((RECIPE, "base"), ("sft", "base"), (RECIPE, "sft")):
+        paired.append(paired_row(a, b, "heldout_accuracy", results[a]["all"], results[b]["all"], seed))
+        paired.append(paired_row(a, b, "heldout_attribute_score", results[a]["score"], results[b]["score"], seed))
+    grid = comparison_grid(images, prompts, EVAL["per_prompt"], min(4, EVAL["per_prompt"]), out_dir / "grid.png")
+    cfg = recipe_config(ARMS[RECIPE], {})
+    timings["total_s"] = time.perf_counter() - start
+    metrics = {
+        "task": "shapes",
+        "recipe": RECIPE,
+        "settings": {
+            "base_weights": str(base),
+            "train_steps": steps or cfg.train.max_steps,
+            "batch_size": cfg.train.batch_size,
+            "lr": cfg.train.lr,
+            "dro": {"margin": cfg.objective.margin, "policy_target": cfg.objective.policy_target,
+                    "sft_weight": cfg.objective.sft_weight, "sync_every": cfg.online.sync_every,
+                    "rollout_steps": cfg.online.steps, "states_per_rollout": cfg.online.states_per_rollout},
+            "eval": {**EVAL, "prompts": len(set(prompts)), "samples": len(prompts), "heldout_combos": True,
+                     "noise": "the same initial noise per sample for every model"},
+            "seed": seed,
+            "timings": {k: round(v, 1) for k, v in timings.items()},
+        },
+        "results": rows,
+        "paired": paired,
+        "curves": {name: curves(run) for name, run in runs.items()},
+        "figures": [{"title": "held-out prompts, same noise: base vs DRO vs SFT (4 samples each)", "path": rel(grid)}],
+        "runs": {name: rel(run) for name, run in runs.items()},
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------- bench
+
+
+FEEDBACK_PER_PROMPT = 8  # base samples per training prompt for DPO pairs and KTO ratings
+
+
+def write_base_feedback(data_dir: Path, base: Path, per_prompt: int | None = None, seed: int = 0) -> dict[str, Path]:
+    """The base model's own samples for the training prompts, ranked (DPO pairs) and rated (KTO) by the
+    verifier; written once and shared by every seed of every arm."""
+    directory = Path(data_dir) / "base-feedback"
+    paths = {"pairs": directory / "pairs" / "pairs.jsonl", "ratings": directory / "ratings" / "ratings.jsonl"}
+    if not (directory / ".complete").is_file():
+        adapter = load_model(base, directory / "cache")
+        prompts = eval_prompts(shapes.train_combos(), per_prompt or FEEDBACK_PER_PROMPT)
+        images = shapes.sample_images(adapter, prompts, seed=10_000 + seed, num_steps=EVAL["steps"], solver=EVAL["solver"])
+        shapes.write_pairs(paths["pairs"].parent, images, prompts)
+        shapes.write_ratings(paths["ratings"].parent, images, prompts)
+        (directory / ".complete").write_text("ok\n")
+    return paths
+
+
+def _evaluate_cached(path: Path, weights: Path, work: Path, prompts: list[str], seed: int) -> dict[str, np.ndarray]:
+    if path.is_file():
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+    result, _ = evaluate(load_model(weights, work), prompts, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **result)
+    return result
+
+
+def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, arms: Sequence[str] | None = None,
+                  train_per_prompt: int = 5) -> dict:
+    """Every objective in ARMS (or `arms`) × seeds from the same base, at each config's compute budget
+    (or `steps`), evaluated on held-out and training prompts with one shared set of initial noise.
+
+    Resumable: each (arm, seed) writes out_dir/rows/<arm>-<seed>.json and is skipped when present."""
+    out_dir = Path(out_dir)
+    arms = list(arms or ARMS)
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise UserError(f"bench: unknown image arm(s) {unknown}; valid: {', '.join(ARMS)}")
+    data = write_task_data(out_dir / "data")
+    base = base_weights(out_dir)
+    feedback = write_base_feedback(out_dir / "data", base)
+    eval_seed = 777  # one noise set for every arm and seed: every comparison with the base is paired
+    heldout = eval_prompts(shapes.heldout_combos(), EVAL["per_prompt"])
+    train_prompts = eval_prompts(shapes.train_combos(), train_per_prompt)
+    evals = out_dir / "evals"
+    base_eval = {split: _evaluate_cached(evals / f"base-{split}.npz", base, out_dir / "eval-cache", prompts, eval_seed)
+                 for split, prompts in (("heldout", heldout), ("train", train_prompts))}
+    rows = []
+    for arm in arms:
+        for seed in seeds:
+            row_path = out_dir / "rows" / f"{arm}-{seed}.json"
+            if row_path.is_file():
+                rows.append(json.loads(row_path.read_text()))
+                continue
+            run = out_dir / "runs" / f"{arm}-{seed}"
+            overrides = {"model.path": str(base), "data.experts": str(data["experts"]),
+                         "data.pairs": str(feedback["pairs"]), "data.ratings": str(feedback["ratings"]),
+                         "data.cache_dir": str(out_dir / "cache"), "train.seed": seed,
+                         "train.sample_prompts": [], "train.checkpoint_every": 0}
+            if steps is not None:
+                overrides["train.max_steps"] = steps
+            seconds = train_arm(ARMS[arm], run, overrides)
+            row = {"objective": arm, "seed": seed, "train_s": round(seconds, 1)}
+            for split, prompts in (("heldout", heldout), ("train", train_prompts)):
+                r = _evaluate_cached(evals / f"{arm}-{seed}-{split}.npz", run / "final", out_dir / "eval-cache",
+                                     prompts, eval_seed)
+                b = base_eval[split]
+                diff, lo, hi = stats.paired_diff_ci(r["all"].astype(float), b["all"].astype(float), seed=seed)
+                row.update({f"{split}_accuracy": float(r["all"].mean()), f"{split}_diff_vs_base": diff,
+                            f"{split}_diff_vs_base_ci95": [lo, hi],
+                            f"{split}_mcnemar_p": stats.mcnemar_exact(r["all"], b["all"]),
+                            f"{split}_attribute_score": float(r["score"].mean()),
+                            f"{split}_win_rate_vs_base": win_rate(r["score"], b["score"])})
+            last = curves(run)
+            for key in ("e_ratio_w", "implicit_acc"):
+                if last.get(key):
+                    row[f"final_{key}"] = last[key][-1][1]
+            row_path.parent.mkdir(parents=True, exist_ok=True)
+            row_path.write_text(json.dumps(row, indent=1))
+            rows.append(row)
+    base_row = {"objective": "base", "seed": None,
+                **{f"{s}_accuracy": float(base_eval[s]["all"].mean()) for s in base_eval},
+                **{f"{s}_attribute_score": float(base_eval[s]["score"].mean()) for s in base_eval}}
+    return {"task": "shapes", "rows": [base_row, *rows], "summary": summarize(rows),
+            "settings": {"eval": {**EVAL, "train_per_prompt": train_per_prompt, "noise_seed": eval_seed},
+                         "seeds": list(seeds), "steps": steps, "base_weights": str(base)}}
+
+
+SUMMARY_METRICS = ("heldout_accuracy", "heldout_diff_vs_base", "heldout_win_rate_vs_base", "train_accuracy",
+                   "train_diff_vs_base", "train_s")
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per objective: the mean over seeds of each metric with a t interval over seeds."""
+    out = []
+    for arm in dict.fromkeys(r["objective"] for r in rows):
+        mine = [r for r in rows if r["objective"] == arm]
+        entry = {"objective": arm, "seeds": len(mine)}
+        for key in SUMMARY_METRICS:
+            values = [r[key] for r in mine if key in r]
+            if values:
+                mean, lo, hi = stats.t_interval(values)
+                entry[key], entry[key + "_ci95"] = mean, [lo, hi]
+        out.append(entry)
+    return out
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="The shapes demo or quality benchmark (image half).")
+    parser.add_argument("what", choices=["demo", "bench"])
+    parser.add_argument("out_dir")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--arms", nargs="+")
+    parser.add_argument("--steps", type=int)
+    args = parser.parse_args()
+    if args.what == "demo":
+        result = run_demo(Path(args.out_dir), seed=args.seeds[0], steps=args.steps)
+    else:
+        result = bench_quality(Path(args.out_dir), seeds=args.seeds, steps=args.steps, arms=args.arms)
+        Path(args.out_dir, "bench.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: result[k] for k in ("results", "paired", "summary") if k in result}, indent=1))

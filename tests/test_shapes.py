@@ -1,0 +1,256 @@
+"""The shapes task: renderer, exact verifier, held-out split, data writers, the shapes-unet model kind,
+its reward, and the shipped configs."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from genpref.errors import UserError
+from image import shapes
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_heldout_split_is_a_quarter_and_every_word_is_trained():
+    train, held = shapes.train_combos(), shapes.heldout_combos()
+    assert len(train) == 36 and len(held) == 12
+    assert not set(train) & set(held)
+    for i in range(3):  # every colour, shape and position occurs in some training combination
+        assert {k[i] for k in train} == {k[i] for k in shapes.all_combos()}
+    # (c + s + p) mod 4 == 0 by index, e.g. red(0) square(0) top left(0), green(1) circle(1) bottom left(2)
+    assert ("red", "square", "top left") in held and ("green", "circle", "bottom left") in held
+    assert ("red", "square", "top right") in train
+
+
+def test_clean_renders_of_every_combo_and_jitter_score_one():
+    for combo in shapes.all_combos():
+        for jitter in shapes.jitters():
+            result = shapes.check(shapes.render(combo, jitter), shapes.caption(combo))
+            assert result == {"colour": True, "shape": True, "position": True, "all": True}, (combo, jitter)
+
+
+def test_each_wrong_attribute_is_caught_alone():
+    prompt = "a blue triangle at the bottom left"
+    wrong = {
+        "colour": ("yellow", "triangle", "bottom left"),
+        "shape": ("blue", "circle", "bottom left"),
+        "position": ("blue", "triangle", "top right"),
+    }
+    for attribute, combo in wrong.items():
+        for jitter in ((0, 0), (2, -2), (-2, 2)):
+            result = shapes.check(shapes.render(combo, jitter), prompt)
+            assert result["all"] is False
+            assert [a for a in shapes.ATTRIBUTES if not result[a]] == [attribute]
+    assert shapes.score(shapes.render(wrong["shape"]), prompt) == pytest.approx(2 / 3)
+
+
+def test_verifier_reads_shapes_by_fill_and_handles_empty_and_noisy_images():
+    """Fill ratios of the 10-px renders: square 100/100, circle 80/100, triangle 50/90 (a 10-row
+    triangle spans 9 columns at its base)."""
+    fills = {s: shapes.read(shapes.render(("red", s, "top left"))).fill for s in shapes.SHAPES}
+    assert fills == pytest.approx({"square": 1.0, "circle": 0.8, "triangle": 50 / 90})
+    black = np.zeros((32, 32, 3), np.uint8)
+    assert shapes.read(black).colour is None
+    assert shapes.check(black, "a red square at the top left")["all"] is False
+    # a dim speck and a darker second blob do not change the reading of the main shape
+    image = shapes.render(("green", "square", "bottom right")).copy()
+    image[2, 2] = (200, 200, 200)
+    image[3:6, 20:23] = (0, 0, 250)
+    assert shapes.read(image).combo == ("green", "square", "bottom right")
+    # colour = nearest palette colour of the blob's mean: a dull yellow still reads yellow
+    dull = shapes.render(("yellow", "circle", "top right")) * np.array([0.8, 0.7, 0.0])
+    assert shapes.read(dull.astype(np.uint8)).colour == "yellow"
+
+
+def test_prompts_parse_and_bad_prompts_name_what_is_missing():
+    assert shapes.parse("a red triangle at the top left") == ("red", "triangle", "top left")
+    assert shapes.parse("Upper-right: a GREEN circle") == ("green", "circle", "top right")
+    assert shapes.parse("something blue") == ("blue", None, None)
+    with pytest.raises(UserError, match="names no shape, position"):
+        shapes.check(shapes.render(("red", "square", "top left")), "a red thing")
+
+
+def test_noisy_captions_never_name_a_heldout_combo_and_noise_rate_holds(tmp_path):
+    folder = shapes.write_experts(tmp_path / "pretrain", noise=0.2, captions_per_image=2, seed=3)
+    lines = [json.loads(x) for x in (folder / "metadata.jsonl").read_text().splitlines()]
+    assert len(lines) == 36 * 25 * 2
+    wrong = 0
+    for line in lines:
+        named = shapes.parse_combo(line["text"])
+        assert not shapes.is_heldout(named)
+        shown = shapes.read(Image.open(folder / line["file_name"]))
+        assert not shapes.is_heldout(shown.combo)  # images: training combinations only
+        wrong += sum(a != b for a, b in zip(named, shown.combo))
+    # 0.2 per attribute before the held-out redraw: ~0.6 wrong attributes per caption
+    assert 0.45 < wrong / len(lines) < 0.7
+
+
+def test_clean_experts_have_true_captions(tmp_path):
+    folder = shapes.write_experts(tmp_path / "experts")
+    lines = [json.loads(x) for x in (folder / "metadata.jsonl").read_text().splitlines()]
+    assert len(lines) == 900
+    for line in lines[:100]:
+        assert shapes.check(Image.open(folder / line["file_name"]), line["text"])["all"]
+
+
+def test_ranked_pairs_pair_best_with_worst_and_drop_ties():
+    prompts = ["p"] * 4 + ["q"] * 2 + ["r"] * 2
+    scores = [1 / 3, 1.0, 0.0, 2 / 3, 0.5, 0.5, 1.0, 0.0]
+    # p: order by score 1(1.0), 3(2/3), 0(1/3), 2(0.0) -> (1, 2), (3, 0); q: tie dropped; r: (6, 7)
+    assert shapes.ranked_pairs(prompts, scores) == [(1, 2), (3, 0), (6, 7)]
+
+
+def test_pairs_and_ratings_writers_read_back_through_the_image_data_readers(tmp_path):
+    from image.data import read_pairs, read_ratings
+
+    prompt = "a red circle at the top right"
+    good = Image.fromarray(shapes.render(shapes.parse_combo(prompt)))
+    bad = Image.fromarray(shapes.render(("red", "square", "top right")))
+    pairs = read_pairs(str(shapes.write_pairs(tmp_path / "pairs", [bad, good], [prompt, prompt])))
+    assert len(pairs) == 1
+    item = pairs[0]
+    assert item["prompt"] == prompt
+    ratings = read_ratings(str(shapes.write_ratings(tmp_path / "ratings", [bad, good], [prompt, prompt])))
+    assert [r["rating"] for r in ratings] == [0.0, 1.0]
+
+
+def test_attribute_tokens_one_hot_with_a_none_token_per_slot():
+    from image.shapes_model import VOCAB, AttributePromptEncoder
+
+    cond = AttributePromptEncoder().encode(["a yellow square at the bottom left", "a circle"])
+    hidden, pooled = cond["encoder_hidden_states"], cond["class_labels"]
+    assert hidden.shape == (2, 3, len(VOCAB)) and pooled.shape == (2, len(VOCAB))
+    assert [VOCAB[i] for i in hidden[0].argmax(-1).tolist()] == ["yellow", "square", "bottom left"]
+    assert [VOCAB[i] for i in hidden[1].argmax(-1).tolist()] == ["<no colour>", "circle", "<no position>"]
+    assert torch.equal(pooled, hidden.sum(1)) and hidden.sum().item() == 6
+
+
+def test_shapes_reward_scores_and_similarity():
+    from genpref.build import REWARDS
+    from image.rewards import build_reward
+
+    assert REWARDS["shapes"] == "image.rewards"
+    reward = build_reward(type("Spec", (), {"name": "shapes"})(), None, "cpu")
+    prompt = "a green triangle at the top right"
+    right = shapes.render(shapes.parse_combo(prompt))
+    two_wrong = shapes.render(("blue", "square", "top right"))
+    assert reward.score([right, two_wrong], [prompt, prompt]).tolist() == pytest.approx([1.0, 1 / 3])
+    assert reward.similarity([right, right], [right, two_wrong]).tolist() == pytest.approx([1.0, 1 / 3])
+
+
+def _train(config: str, tmp_path: Path, *overrides: str) -> Path:
+    from genpref.config import load_config
+    from genpref.train import train
+
+    cfg = load_config(REPO / "configs" / "image" / config,
+                      [f"train.output_dir={tmp_path / 'run'}", "train.tensorboard=false", *overrides])
+    return train(cfg)
+
+
+def test_base_kind_trains_saves_and_loads_back(tmp_path):
+    from safetensors.torch import load_file
+
+    from image import shapes_model
+
+    run = _train("shapes_base.yaml", tmp_path, "train.max_steps=2", "train.batch_size=4", "train.checkpoint_every=0",
+                 "train.sample_prompts=[]", "train.ema_decay=null")
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["loss"]) for r in rows)
+    weights = run / "final" / shapes_model.WEIGHTS_FILE
+    unet = shapes_model.load(weights, "small")
+    saved = load_file(str(weights))
+    assert all(torch.equal(unet.state_dict()[k], v) for k, v in saved.items())
+    # ...and the weights moved away from the seed's random init
+    init = shapes_model.build_unet("small", seed=0).state_dict()
+    assert any(not torch.equal(init[k], v) for k, v in saved.items())
+    # the diffusers-format copy loads too
+    assert shapes_model.load(run / "final" / "unet").config.in_channels == 3
+
+
+def test_dro_recipe_runs_on_shapes_with_rollouts(tmp_path):
+    run = _train("shapes_dro.yaml", tmp_path, "model.path=null", "train.max_steps=2", "train.batch_size=2",
+                 "online.steps=3", "train.sample_prompts=[]")
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all("e_ref_w" in r and "hinge_active" in r for r in rows)
+
+
+def test_bad_weights_file_names_the_file(tmp_path):
+    from image import shapes_model
+
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(UserError, match="broken.safetensors"):
+        shapes_model.load(bad)
+    with pytest.raises(UserError, match="not found"):
+        shapes_model.load(tmp_path / "missing.safetensors")
+
+
+def test_every_shapes_config_validates():
+    from genpref import build
+    from genpref.config import load_config
+
+    files = sorted((REPO / "configs" / "image").glob("shapes_*.yaml"))
+    assert len(files) >= 5
+    for file in files:
+        cfg = load_config(file, ["train.output_dir=/tmp/unused"])
+        build.check(cfg)
+        assert cfg.model.kind == "shapes-unet" and cfg.data.random_flip is False
+
+
+@pytest.fixture
+def small_demo(tmp_path, monkeypatch):
+    """The demo with a random base, 1 training step, 1 sample per held-out prompt and 2 sampler steps."""
+    from image import demo, shapes_model
+
+    base = shapes_model.save(shapes_model.build_unet("small", seed=5), tmp_path / "base")
+    monkeypatch.setattr(demo, "BASE_WEIGHTS", base)
+    monkeypatch.setattr(demo, "EVAL", {"per_prompt": 1, "steps": 2, "solver": "ddim"})
+    monkeypatch.setattr(demo, "FEEDBACK_PER_PROMPT", 2)
+    return demo
+
+
+def test_run_demo_writes_paired_results_figure_and_runs(small_demo, tmp_path):
+    out = tmp_path / "demo" / "image"
+    metrics = small_demo.run_demo(out, seed=0, progress=False, steps=1)
+    assert metrics["task"] == "shapes" and metrics["recipe"] == "dro"
+    accuracy = {r["model"]: r for r in metrics["results"] if r["metric"] == "heldout_accuracy"}
+    assert set(accuracy) == {"base", "dro", "sft"} and all(r["n"] == 12 for r in accuracy.values())
+    for r in accuracy.values():
+        assert r["ci95"][0] <= r["value"] <= r["ci95"][1]
+    pairs = {(p["a"], p["b"]) for p in metrics["paired"] if p["metric"] == "heldout_accuracy"}
+    assert pairs == {("dro", "base"), ("sft", "base"), ("dro", "sft")}
+    figure = tmp_path / "demo" / metrics["figures"][0]["path"]
+    assert figure.is_file() and Image.open(figure).size[1] == 16 + 12 * 64
+    assert (tmp_path / "demo" / metrics["runs"]["dro"] / "final" / "shapes_unet.safetensors").is_file()
+    assert metrics["curves"]["dro"]["loss"][0][0] == 1
+    assert json.loads((out / "metrics.json").read_text())["recipe"] == "dro"
+
+
+def test_bench_quality_rows_are_paired_with_one_base_and_resume(small_demo, tmp_path):
+    out = tmp_path / "bench"
+    result = small_demo.bench_quality(out, seeds=[0], steps=1, arms=["sft", "kto"], train_per_prompt=1)
+    rows = {r["objective"]: r for r in result["rows"]}
+    assert set(rows) == {"base", "sft", "kto"}
+    for arm in ("sft", "kto"):
+        r = rows[arm]
+        assert r["heldout_diff_vs_base"] == pytest.approx(r["heldout_accuracy"] - rows["base"]["heldout_accuracy"])
+        assert 0.0 <= r["heldout_win_rate_vs_base"] <= 1.0
+    assert {s["objective"] for s in result["summary"]} == {"sft", "kto"}
+    (out / "runs").rename(out / "runs-moved")  # a second call reuses the rows instead of training again
+    again = small_demo.bench_quality(out, seeds=[0], steps=1, arms=["sft", "kto"], train_per_prompt=1)
+    assert again["rows"] == result["rows"]
+
+
+def test_recipe_overrides_are_python_values():
+    from image.demo import recipe_config
+
+    cfg = recipe_config("shapes_dro.yaml", {"train.output_dir": '/tmp/a dir/"q"', "train.sample_prompts": [],
+                                            "model.path": None, "train.lr": 1e-4})
+    assert cfg.train.output_dir == '/tmp/a dir/"q"' and cfg.train.sample_prompts == []
+    assert cfg.model.path is None and cfg.train.lr == 1e-4
+    with pytest.raises(UserError, match="not found"):
+        recipe_config("shapes_nothing.yaml", {})
