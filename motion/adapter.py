@@ -338,14 +338,13 @@ class MotionAdapter:
         noise = torch.randn(shape, generator=generator).to(self.device)
         module = self._reference if self._use_reference else self.denoiser
         model_fn = lambda x, t: self._run(module, x, t, batch, guidance)
+        if start_t is not None and batch.x0 is None:
+            raise UserError("online.reset_t needs dataset samples to start from (the batch has no x0)")
         with eval_mode(module):
-            if timestep_jitter:
-                if start_t is not None:
-                    raise UserError("online.reset_t and online.timestep_jitter cannot be combined for motion models")
-                return sample_jittered(model_fn, self.noise_scheduler, noise, num_steps, generator=generator, callback=callback)
+            if timestep_jitter:  # DiffusionDRO's rollouts: per-sample timesteps, DDIM steps whatever the solver
+                return sample_jittered(model_fn, self.noise_scheduler, noise, num_steps, generator=generator,
+                                       x0=batch.x0, start_t=start_t, callback=callback)
             sampler = make_sampler(self.solver, self.noise_scheduler.config, self.sampler_overrides)
-            if start_t is not None and batch.x0 is None:
-                raise UserError("online.reset_t needs dataset samples to start from (the batch has no x0)")
             return sample(model_fn, sampler, noise, num_steps, generator=generator, x0=batch.x0, start_t=start_t, callback=callback)
 
     def decode(self, x0: Tensor, batch: Batch) -> list[np.ndarray]:

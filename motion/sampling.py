@@ -128,19 +128,28 @@ def sample_jittered(
     num_steps: int,
     *,
     generator: torch.Generator,
+    x0: Tensor | None = None,
+    start_t: int | None = None,
     callback=None,
 ) -> Tensor:
     """DDIM (η = 0) from pure noise x with per-sample jittered timesteps; the last step returns the x0
-    prediction (ᾱ_prev = 1)."""
+    prediction (ᾱ_prev = 1). With start_t, the rows of the schedule above start_t are dropped and every
+    sample starts from x0 noised (with x as noise) to its own first timestep."""
     alphas = train_scheduler.alphas_cumprod.to(x.device, torch.float32)
     kind = train_scheduler.config.prediction_type
     ts = jittered_timesteps(train_scheduler.config.num_train_timesteps, num_steps, x.shape[0], generator).to(x.device)
+    if start_t is not None:
+        ts = ts[(ts <= start_t).all(dim=1)]
+        if len(ts) == 0:
+            ratio = train_scheduler.config.num_train_timesteps // num_steps
+            raise UserError(f"online.reset_t={start_t}: no row of the jittered schedule (rows of {ratio} timesteps) "
+                            "lies entirely below it; raise online.reset_t or online.steps")
+        x = train_scheduler.add_noise(x0.float(), x, ts[0])
     shape = (-1,) + (1,) * (x.dim() - 1)
-    for i in range(num_steps):
-        t = ts[i]
+    for i, t in enumerate(ts):
         out = model_fn(x, t).float()
         if callback is not None:
             callback(i, t, x, out)
-        alpha_prev = alphas[ts[i + 1]] if i + 1 < num_steps else torch.ones_like(alphas[t])
+        alpha_prev = alphas[ts[i + 1]] if i + 1 < len(ts) else torch.ones_like(alphas[t])
         x = ddim_step(x, out, alphas[t].view(shape), alpha_prev.view(shape), kind)
     return x

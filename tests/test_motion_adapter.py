@@ -267,3 +267,18 @@ def test_released_mdm_and_mld_layouts_build_through_the_clip_path(root, tmp_path
     assert torch.allclose(mld.null_text, mld.text_encoder([""])[0])  # MLD's unconditional input: CLIP("")
     with pytest.raises(UserError, match="gives 512-d sentence features but the model expects 24-d"):
         make(root, tmp_path, "mld", path=str(tmp_path / "mld.ckpt"), text_encoder=str(tmp_path / "clip512"))
+
+
+def test_jittered_rollouts_from_a_dataset_reset(root, tmp_path):
+    adapter = make(root, tmp_path, "tiny-mld")
+    batch, _ = batch_of(adapter, 3)
+    records = []
+    adapter.generate(batch, generator=torch.Generator().manual_seed(2), num_steps=10, timestep_jitter=True, start_t=450,
+                     callback=lambda i, t, x, out: records.append((t.clone(), x.clone())))
+    first_t, first_x = records[0]
+    offsets = records[-1][0]  # the last row has base timestep 0
+    rows = 5 if offsets.max() <= 50 else 4  # row k covers [100k, 100k + 100): row 4 fits under 450 only if every offset ≤ 50
+    assert all((t <= 450).all() for t, _ in records) and len(records) == rows
+    noise = torch.randn(batch.x0.shape, generator=torch.Generator().manual_seed(2))
+    abar = adapter.noise_scheduler.alphas_cumprod[first_t].view(-1, 1, 1)
+    assert torch.allclose(first_x, abar.sqrt() * batch.x0 + (1 - abar).sqrt() * noise, atol=1e-5)
