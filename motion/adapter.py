@@ -12,7 +12,12 @@ the feature of the empty prompt for MLD (released training drops text to ""). Pr
 never drops conditions: policy and reference are compared on the same text.
 
 Samples outside model space are de-normalised feature arrays [frames, 263] (Mean.npy / Std.npy of the
-data, or the ones saved beside a genpref checkpoint).
+data, or the ones saved beside a genpref checkpoint). `data.root: tiny://humanml` is a synthetic
+HumanML3D-format directory written on first use (motion/tiny_data.py).
+
+Sampling: `online.solver` picks the diffusers scheduler (ddpm, ddim, dpmsolver++, euler, ...) built from the
+training betas; `PUBLISHED_SAMPLER` holds what the papers evaluate with (MDM: DDPM over all its steps,
+guidance 2.5; MLD: DDIM 50 steps with set_alpha_to_one=False, steps_offset=1, guidance 7.5).
 """
 
 from __future__ import annotations
