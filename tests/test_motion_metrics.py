@@ -76,6 +76,14 @@ def test_r_precision_hand_made_group():
     assert metrics.matching_score(text, motion, batch_size=4) == pytest.approx(13.75)
 
 
+def test_exact_ties_rank_like_a_stable_argsort():
+    """Four identical motions: every distance in a row ties, a stable argsort puts column j at rank j, so
+    text i finds its own motion at rank i: top-1 = 1/4, top-2 = 2/4, top-3 = 3/4."""
+    motion = np.ones((4, 3))
+    text = np.zeros((4, 3))
+    np.testing.assert_allclose(metrics.r_precision(text, motion, batch_size=4), [0.25, 0.5, 0.75])
+
+
 def test_mld_convention_is_one_permutation_then_groups():
     rng = np.random.default_rng(2)
     motion = rng.normal(size=(90, 8))

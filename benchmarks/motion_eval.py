@@ -1,0 +1,155 @@
+"""Time genpref's T2M metric computations against per-batch numpy loops written like the reference.
+
+    python benchmarks/motion_eval.py [--motions 4384] [--replications 20] [--dim 512] [--threads 1]
+
+Workload per replication (what MDM's eval_humanml.py computes from embeddings): R-precision top-1/2/3
+and MM-Dist over groups of 32 for the generated and the real motions, FID between them, Diversity
+(300 pairs) of both. Inputs are random float32 embeddings of the HumanML3D test-set size. The
+"reference" column loops over batches as text-to-motion `utils/metrics.py` is used (distance matrix,
+argsort, top-k by a loop over k, trace) and takes FID through `scipy.linalg.sqrtm`; the values of the
+two are compared before the times are printed. Run by hand; not part of the test suite.
+
+BLAS runs on `--threads` threads (default 1, set before numpy loads): on a shared machine, OpenBLAS
+threads that wait for a busy core make single timings vary 10-40x, which says nothing about the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+if __name__ == "__main__":  # BLAS reads its thread count once, when numpy is imported
+    _threads = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv else "1"
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = _threads
+
+import numpy as np  # noqa: E402
+from scipy import linalg  # noqa: E402
+
+from motion import metrics  # noqa: E402
+
+# ---- the reference, per batch (written after text-to-motion utils/metrics.py) -------------------------
+
+
+def ref_distance(m1, m2):
+    return np.sqrt(-2 * np.dot(m1, m2.T) + np.sum(np.square(m1), axis=1, keepdims=True) + np.sum(np.square(m2), axis=1))
+
+
+def ref_top_k(argsorted, top_k):
+    size = argsorted.shape[0]
+    truth = np.expand_dims(np.arange(size), 1).repeat(size, 1)
+    hits = argsorted == truth
+    correct, columns = False, []
+    for i in range(top_k):
+        correct = correct | hits[:, i]
+        columns.append(correct[:, None])
+    return np.concatenate(columns, axis=1)
+
+
+def ref_matching(text, motion, group=32):
+    r_sum, mm_sum, size = 0, 0.0, 0
+    for start in range(0, len(text) - group + 1, group):
+        dist = ref_distance(text[start : start + group], motion[start : start + group])
+        mm_sum += dist.trace()
+        r_sum = r_sum + ref_top_k(np.argsort(dist, axis=1), 3).sum(axis=0)
+        size += group
+    return r_sum / size, mm_sum / size
+
+
+def ref_fid(real, gen):
+    mu1, mu2 = real.mean(0), gen.mean(0)
+    s1, s2 = np.cov(real, rowvar=False), np.cov(gen, rowvar=False)
+    covmean = linalg.sqrtm(s1.dot(s2))
+    covmean = covmean.real
+    diff = mu1 - mu2
+    return diff.dot(diff) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean)
+
+
+def ref_diversity(emb, times, rng):
+    first = rng.choice(len(emb), times, replace=False)
+    second = rng.choice(len(emb), times, replace=False)
+    return linalg.norm(emb[first] - emb[second], axis=1).mean()
+
+
+def reference_replication(text, real, gen, rng):
+    out = {}
+    out["r_gen"], out["mm_gen"] = ref_matching(text, gen)
+    out["r_real"], out["mm_real"] = ref_matching(text, real)
+    out["fid"] = ref_fid(real, gen)
+    out["div_gen"] = ref_diversity(gen, 300, rng)
+    out["div_real"] = ref_diversity(real, 300, rng)
+    return out
+
+
+def genpref_replication(text, real, gen, rng):
+    return {
+        "r_gen": metrics.r_precision(text, gen),
+        "mm_gen": metrics.matching_score(text, gen),
+        "r_real": metrics.r_precision(text, real),
+        "mm_real": metrics.matching_score(text, real),
+        "fid": metrics.fid(real, gen),
+        "div_gen": metrics.diversity(gen, 300, rng),
+        "div_real": metrics.diversity(real, 300, rng),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--motions", type=int, default=4384, help="test-set size (HumanML3D: 4384)")
+    parser.add_argument("--replications", type=int, default=20, help="replications (protocol: 20)")
+    parser.add_argument("--dim", type=int, default=512, help="embedding size (T2M evaluator: 512)")
+    parser.add_argument("--threads", type=int, default=1, help="BLAS threads for both implementations")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    mix = rng.normal(size=(args.dim, args.dim)) / np.sqrt(args.dim)
+    data = []
+    for _ in range(args.replications):
+        real = (rng.normal(size=(args.motions, args.dim)) @ mix).astype(np.float32)
+        # text noise chosen so that real R-precision top-1 is ~0.56, as for the released evaluator (0.51)
+        text = (real + rng.normal(scale=10.0, size=real.shape)).astype(np.float32)
+        gen = (real + rng.normal(scale=0.5, size=real.shape) + 0.2).astype(np.float32)
+        data.append((text, real, gen))
+
+    times, results = {}, {}
+    for name, fn in (("reference loops", reference_replication), ("genpref", genpref_replication)):
+        draws = np.random.default_rng(1)
+        start = time.perf_counter()
+        results[name] = [fn(*d, draws) for d in data]
+        times[name] = time.perf_counter() - start
+
+    ref, ours = results["reference loops"], results["genpref"]
+    for key in ref[0]:
+        a = np.array([r[key] for r in ref], dtype=np.float64)
+        b = np.array([r[key] for r in ours], dtype=np.float64)
+        print(f"{key:<9} max |reference - genpref| = {np.abs(a - b).max():.2e}   (values ~{np.abs(a).mean():.3f})")
+    print(f"R-precision top-1 of the real set: {ours[0]['r_real'][0]:.3f}, FID ~{ours[0]['fid']:.2f}")
+    print(f"{args.motions} motions x {args.replications} replications, dim {args.dim}, {args.threads} BLAS thread(s)")
+    for name, seconds in times.items():
+        print(f"{name:<16} {seconds:8.2f} s")
+    print(f"speed-up         {times['reference loops'] / times['genpref']:8.1f}x")
+    print("where the time goes, per replication (ms):")
+    text, real, gen = data[0]
+    parts = {
+        "R-precision + MM-Dist, both sets": (lambda: (ref_matching(text, gen), ref_matching(text, real)),
+                                             lambda: [f(text, m) for m in (gen, real)
+                                                      for f in (metrics.r_precision, metrics.matching_score)]),
+        "FID": (lambda: ref_fid(real, gen), lambda: metrics.fid(real, gen)),
+        "  of which the two covariances": (lambda: (np.cov(real, rowvar=False), np.cov(gen, rowvar=False)),
+                                           lambda: (metrics.activation_statistics(real), metrics.activation_statistics(gen))),
+    }  # fmt: skip
+    for label, (ref_fn, our_fn) in parts.items():
+        print(f"  {label:<34} reference {_ms(ref_fn):7.1f}   genpref {_ms(our_fn):7.1f}")
+
+
+def _ms(fn, repeats: int = 5) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats * 1000
+
+
+if __name__ == "__main__":
+    main()
