@@ -228,6 +228,21 @@ def _multimodality(evaluator, generate, sample: EvalPass, seed, rep, batch_size,
     return metrics.multimodality(embeddings, mm_times, np.random.default_rng([seed, rep, 3]))
 
 
+def save_samples(motions: Sequence[np.ndarray], captions: Sequence[str], out_dir: str | Path, limit: int = 4) -> list[Path]:
+    """Stick-figure GIF + PNG strip for the first `limit` de-normalised feature arrays [T, 263], named
+    sample-<i>.gif/.png in `out_dir`, captions as titles (what `genpref eval` writes next to the numbers)."""
+    from motion.draw import animate, strip
+    from motion.skeleton import recover_from_ric
+
+    out_dir = Path(out_dir)
+    written = []
+    for i, (features, caption) in enumerate(list(zip(motions, captions))[:limit]):
+        joints = recover_from_ric(np.asarray(features, dtype=np.float32))
+        written.append(animate(joints, out_dir / f"sample-{i}.gif", title=caption))
+        written.append(strip(joints, out_dir / f"sample-{i}.png", title=caption))
+    return written
+
+
 def format_table(results: dict) -> str:
     """A plain-text table: metric, generated mean ± 95% CI, real-data mean ± 95% CI."""
     lines = [

@@ -1,5 +1,6 @@
 """The T2M evaluator networks match the released layout, finest.tar files load safely, word vectors are read safely."""
 
+import json
 import pickle
 
 import numpy as np
@@ -346,6 +347,13 @@ def test_replaying_real_motions_scores_like_real_data_and_fid_zero(protocol, tmp
 
     table = evaluate.format_table(res)
     assert "t2m convention" in table and "R_precision_top1" in table and "FID" in table
+    assert json.loads(json.dumps(res))["metrics"]["FID"]["mean"] == res["metrics"]["FID"]["mean"]
+
+    from motion.skeleton import extract_features
+
+    walk = np.cumsum(np.random.default_rng(0).normal(scale=0.01, size=(21, 22, 3)), 0) + np.linspace(0, 1, 22)[:, None]
+    paths = evaluate.save_samples([extract_features(walk)], ["a person walks"], tmp_path / "samples")
+    assert [p.name for p in paths] == ["sample-0.gif", "sample-0.png"] and all(p.stat().st_size > 0 for p in paths)
 
 
 def test_real_embeddings_are_cached_and_multimodality_on_request(protocol, tmp_path, monkeypatch):
