@@ -100,7 +100,7 @@ class OnlineConfig:
     guidance: float = 1.0  # classifier-free guidance for online generation (1 = none)
     solver: str = "dpmsolver++"  # dpmsolver++ | ddim | euler | ... (any diffusers scheduler by name)
     states_per_rollout: int = 0  # dro: training states taken from each stored trajectory (0 = all of them)
-    timestep_jitter: bool = True  # dro: per-trajectory random offset of the sampler's timesteps (published)
+    timestep_jitter: bool | None = None  # per-trajectory random timestep offset; null = on for DRO rollouts (published), off otherwise
     reset_t: int | None = None  # dataset reset: start rollouts from data noised to this timestep
     batch_size: int | None = None  # prompts generated per call (default: train.batch_size)
     annotator: str = "reward"  # ai_feedback ranks samples by: reward (reward.models) | implicit (SeRA bootstrap)

@@ -53,6 +53,14 @@ class SourceContext:
         sched = self.adapter.noise_scheduler
         return draw_t_eps(self.seed, positions, tuple(like.shape[1:]), sched.config.num_train_timesteps, like.device)
 
+    @property
+    def jitter(self) -> bool:
+        """DiffusionDRO's timestep perturbation: published for DRO rollouts, off elsewhere unless asked."""
+        o = self.cfg.online
+        if o.timestep_jitter is not None:
+            return o.timestep_jitter
+        return (self.cfg.data.source or "expert_rollouts") == "expert_rollouts" and self.cfg.objective.name == "dro"
+
     def generate(self, batch: Batch, position: int, callback=None) -> Tensor:
         """Online samples from the rollout copy for batch's conditions (dataset reset when online.reset_t)."""
         o = self.cfg.online
@@ -64,7 +72,7 @@ class SourceContext:
                 num_steps=o.steps,
                 guidance=o.guidance,
                 start_t=o.reset_t,
-                timestep_jitter=o.timestep_jitter,
+                timestep_jitter=self.jitter,
                 callback=callback,
             )
 
