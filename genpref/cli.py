@@ -31,14 +31,15 @@ def _cmd_validate(args) -> None:
 
 
 def _commands_for_run(run_dir: str):
-    """The modality's command module (image.commands / motion.commands) chosen by the run's model.kind."""
+    """The modality's command module (image.commands / motion.commands) chosen by the model.kind of a
+    run directory's config.yaml, or of a config file."""
     import importlib
     from pathlib import Path
 
     from genpref.build import MODEL_KINDS
     from genpref.config import read_yaml
 
-    cfg_path = Path(run_dir) / "config.yaml"
+    cfg_path = Path(run_dir) / "config.yaml" if Path(run_dir).is_dir() else Path(run_dir)
     kind = read_yaml(cfg_path).get("model", {}).get("kind")
     if kind not in MODEL_KINDS:
         from genpref.config import ConfigError
@@ -60,9 +61,14 @@ def _cmd_sample(args) -> None:
     print(f"wrote {out}")
 
 
+def _cmd_eval(args) -> None:
+    _commands_for_run(args.target).evaluate(args.target, args)
+
+
 def _cmd_export(args) -> None:
     commands = _commands_for_run(args.run_dir)
-    print(f"wrote {commands.export(args.run_dir, args.format, args.out)}")
+    fmt = args.format or ("released" if commands.__name__.startswith("motion") else "diffusers")
+    print(f"wrote {commands.export(args.run_dir, fmt, args.out)}")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -98,9 +104,29 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--solver", help="diffusers scheduler name, e.g. dpmsolver++, ddim, euler")
     p.set_defaults(func=_cmd_sample)
 
-    p = sub.add_parser("export", help="export a run's final weights (diffusers or kohya LoRA)")
+    p = sub.add_parser("eval", help="evaluate a run (or a config's base model): T2M metrics for motion, scorers and win rates for images")
+    p.add_argument("target", help="a run directory or a config file")
+    p.add_argument("overrides", nargs="*", help=overrides_help)
+    p.add_argument("--out", help="output directory (default <run>/eval)")
+    p.add_argument("--steps", type=int, help="sampler steps (default: the published protocol)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance (default: the published protocol)")
+    p.add_argument("--solver", help="diffusers scheduler name")
+    p.add_argument("--batch-size", type=int, help="generation batch (motion R-precision stays on groups of 32)")
+    g = p.add_argument_group("motion (T2M protocol)")
+    g.add_argument("--evaluator", help="T2M evaluator: finest.tar or its run directory (or eval.evaluator)")
+    g.add_argument("--glove", help="directory of our_vab_data.npy / our_vab_words.pkl / our_vab_idx.pkl (or eval.glove)")
+    g.add_argument("--replications", type=int, help="replications (default 20)")
+    g.add_argument("--mm", action="store_true", help="also MultiModality (100 texts × 30 generations)")
+    g = p.add_argument_group("images")
+    g.add_argument("--prompts", help="prompt file, or 'shapes' for the shapes task's held-out prompts")
+    g.add_argument("--against", help="another run directory, or 'base': paired win rates")
+    g.add_argument("--images-per-prompt", type=int, help="images per prompt (default 5)")
+    g.add_argument("--scorer", action="append", help="scorer name (repeat); default the config's reward.models")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("export", help="export a run's final weights (images: diffusers or kohya LoRA; motion: released layout)")
     p.add_argument("run_dir")
-    p.add_argument("--format", choices=["diffusers", "kohya"], default="diffusers")
+    p.add_argument("--format", choices=["diffusers", "kohya", "released"], default=None, help="default: diffusers (images), released (motion)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_export)
     return parser
@@ -108,7 +134,13 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
-    args = parser.parse_args(argv)
+    # overrides (section.key=value) may come before or after the options
+    args, unknown = parser.parse_known_args(argv)
+    extra = [u for u in unknown if "=" in u and not u.startswith("-")]
+    if len(extra) != len(unknown) or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(u for u in unknown if u not in extra or not hasattr(args, 'overrides'))}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
     if getattr(args, "seed", "absent") is None:
         args.seed = [0]
     if not getattr(args, "func", None):
