@@ -28,6 +28,8 @@ REWARDS = {
     "shapes": "image.rewards",  # exact verifier of the shapes task: fraction of attributes right
     "toy": "genpref.toy",
     "tiny-motion": "motion.tiny_data",  # verifier of the synthetic tiny motion actions
+    "moves": "motion.rewards",  # exact verifier of the moves task: fraction of attributes right
+    "t2m": "motion.rewards",  # T2M evaluator text–motion similarity, (1 + cos) / 2
 }
 
 # objective.name -> what it optimises (constructors in genpref.objectives.FROM_CONFIG)
