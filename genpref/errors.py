@@ -4,7 +4,14 @@ from __future__ import annotations
 
 
 class UserError(Exception):
-    """A problem with the user's input (data, weights, paths). The message is shown as is, without a traceback."""
+    """A problem with the user's input (data, weights, paths). The message is shown as is, without a traceback.
+
+    Messages are one line by construction: a multi-line cause (torch's weights-only refusal, say) keeps
+    its first line, which names what failed."""
+
+    def __init__(self, message: object = ""):
+        lines = str(message).strip().splitlines() or [""]
+        super().__init__(lines[0] + (" …" if len(lines) > 1 else ""))
 
 
 class BadSample(UserError):

@@ -191,67 +191,66 @@ def train(cfg: Config) -> Path:
         checkpoint.save(accelerator, run_dir, step, weights, shared, {"source": source.state_dict()}, t.keep_checkpoints, sharded)
 
     # ---- loop
-    bar = tqdm(total=t.max_steps, initial=start, disable=not main, desc="train", dynamic_ncols=True)
-    for step in range(start + 1, t.max_steps + 1):
-        tick = time.perf_counter()
-        sums: dict[str, float] = {}
-        finite = True
-        for micro in range(t.grad_accum):
-            with plain_module(adapter, plain):  # sources generate/score on one rank at a time: no DDP
-                tb = source.next(step - 1, micro)
-            last = micro == t.grad_accum - 1
-            with nullcontext() if last else accelerator.no_sync(adapter.denoiser):
-                with accelerator.autocast():
-                    err, ref = branch_errors(adapter, tb.branches, objective.needs_reference)
-                    loss_vec, metrics = objective(err, ref, tb.extras)
-                loss = loss_vec.float().mean()
-                ok = torch.isfinite(loss).float()
-                finite = finite and accelerator.gather(ok.reshape(1)).min().item() == 1.0
-                if finite:
-                    accelerator.backward(loss / t.grad_accum)
-            values = {"loss": loss.detach(), **{k: v.detach().float() for k, v in metrics.items()}}
-            for k, v in {**values, **{k: torch.tensor(v) for k, v in tb.stats.items()}}.items():
-                sums[k] = sums.get(k, 0.0) + v.to(accelerator.device) / t.grad_accum
-        grad_norm = float("nan")
-        if bad_loss.check(finite, step):
-            if own and world > 1:
-                for _, p in own:
-                    if p.grad is not None:
-                        p.grad = accelerator.reduce(p.grad, "mean")
-            if t.max_grad_norm is not None:
-                grad_norm = accelerator.clip_grad_norm_(all_params, t.max_grad_norm)
-                grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
-            optimizer.step()
-            lr_scheduler.step()
-            if ema is not None:
-                ema.step(params)
-        else:
-            warnings.warn(f"step {step}: non-finite loss, step skipped", stacklevel=1)
-        optimizer.zero_grad(set_to_none=True)
-        source.after_optimizer_step(step)
+    with tqdm(total=t.max_steps, initial=start, disable=not main, desc="train", dynamic_ncols=True) as bar:
+        for step in range(start + 1, t.max_steps + 1):
+            tick = time.perf_counter()
+            sums: dict[str, float] = {}
+            finite = True
+            for micro in range(t.grad_accum):
+                with plain_module(adapter, plain):  # sources generate/score on one rank at a time: no DDP
+                    tb = source.next(step - 1, micro)
+                last = micro == t.grad_accum - 1
+                with nullcontext() if last else accelerator.no_sync(adapter.denoiser):
+                    with accelerator.autocast():
+                        err, ref = branch_errors(adapter, tb.branches, objective.needs_reference)
+                        loss_vec, metrics = objective(err, ref, tb.extras)
+                    loss = loss_vec.float().mean()
+                    ok = torch.isfinite(loss).float()
+                    finite = finite and accelerator.gather(ok.reshape(1)).min().item() == 1.0
+                    if finite:
+                        accelerator.backward(loss / t.grad_accum)
+                values = {"loss": loss.detach(), **{k: v.detach().float() for k, v in metrics.items()}}
+                for k, v in {**values, **{k: torch.tensor(v) for k, v in tb.stats.items()}}.items():
+                    sums[k] = sums.get(k, 0.0) + v.to(accelerator.device) / t.grad_accum
+            grad_norm = float("nan")
+            if bad_loss.check(finite, step):
+                if own and world > 1:
+                    for _, p in own:
+                        if p.grad is not None:
+                            p.grad = accelerator.reduce(p.grad, "mean")
+                if t.max_grad_norm is not None:
+                    grad_norm = accelerator.clip_grad_norm_(all_params, t.max_grad_norm)
+                    grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
+                optimizer.step()
+                lr_scheduler.step()
+                if ema is not None:
+                    ema.step(params)
+            else:
+                warnings.warn(f"step {step}: non-finite loss, step skipped", stacklevel=1)
+            optimizer.zero_grad(set_to_none=True)
+            source.after_optimizer_step(step)
 
-        keys = sorted(sums)
-        reduced = accelerator.reduce(torch.stack([sums[k].float().reshape(()) for k in keys]), "mean").tolist()
-        row = dict(zip(keys, reduced))
-        if "e_w" in row and "e_ref_w" in row:
-            msg = collapse.update(step, row["e_w"], row["e_ref_w"])
-            if msg:
-                warnings.warn(msg, stacklevel=1)
-        if step % t.log_every == 0 or step == t.max_steps:
-            elapsed = time.perf_counter() - tick
-            row.update(lr=lr_scheduler.get_last_lr()[0], grad_norm=grad_norm, step_time=elapsed,
-                       samples_per_s=t.batch_size * t.grad_accum * world / max(elapsed, 1e-9))
-            if "e_w" in row and "e_ref_w" in row and row["e_ref_w"] > 0:
-                row["e_ratio_w"] = row["e_w"] / row["e_ref_w"]
-            log.log(step, row)
-        bar.update(1)
-        bar.set_postfix(loss=f"{row['loss']:.4g}" if math.isfinite(row["loss"]) else "nan")
-        if t.checkpoint_every and (step % t.checkpoint_every == 0 or step == t.max_steps):
-            save_checkpoint(step)
-        if t.sample_every and step % t.sample_every == 0 and main:
-            with plain_module(adapter, plain):
-                write_samples(adapter, cfg, run_dir, f"step-{step}")
-    bar.close()
+            keys = sorted(sums)
+            reduced = accelerator.reduce(torch.stack([sums[k].float().reshape(()) for k in keys]), "mean").tolist()
+            row = dict(zip(keys, reduced))
+            if "e_w" in row and "e_ref_w" in row:
+                msg = collapse.update(step, row["e_w"], row["e_ref_w"])
+                if msg:
+                    warnings.warn(msg, stacklevel=1)
+            if step % t.log_every == 0 or step == t.max_steps:
+                elapsed = time.perf_counter() - tick
+                row.update(lr=lr_scheduler.get_last_lr()[0], grad_norm=grad_norm, step_time=elapsed,
+                           samples_per_s=t.batch_size * t.grad_accum * world / max(elapsed, 1e-9))
+                if "e_w" in row and "e_ref_w" in row and row["e_ref_w"] > 0:
+                    row["e_ratio_w"] = row["e_w"] / row["e_ref_w"]
+                log.log(step, row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.4g}" if math.isfinite(row["loss"]) else "nan")
+            if t.checkpoint_every and (step % t.checkpoint_every == 0 or step == t.max_steps):
+                save_checkpoint(step)
+            if t.sample_every and step % t.sample_every == 0 and main:
+                with plain_module(adapter, plain):
+                    write_samples(adapter, cfg, run_dir, f"step-{step}")
 
     # ---- save
     check_ranks_in_sync(accelerator, params, run_dir)
