@@ -39,12 +39,13 @@ def load_run(run_dir: str | Path, device: torch.device | None = None):
     return adapter
 
 
-def sample(run_dir: str | Path, prompts: Sequence[str], seeds: Sequence[int] = (0,), out: str | Path = "sample.png",
+def sample(run_dir: str | Path, prompts: Sequence[str], seeds: Sequence[int] | None = None, out: str | Path = "sample.png",
            steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE, solver: str = "dpmsolver++") -> Path:
     """One image per (prompt, seed): a single image, or a grid with a row per prompt and a column per seed.
     Each image depends only on its prompt and seed, not on what else is in the grid."""
     if not prompts:
         raise UserError("sample: give at least one --prompt")
+    seeds = list(seeds) if seeds else [0]
     adapter = load_run(run_dir)
     images = []
     for prompt in prompts:

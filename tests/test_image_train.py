@@ -31,7 +31,9 @@ def test_tiny_dpo_trains_samples_and_exports(tmp_path):
                  steps=2, guidance=2.0)
     grid = Image.open(out)
     assert grid.size == (64, 64)  # 2 prompts × 2 seeds of 32 px
-    single = Image.open(sample(run, ["a blue circle"], seeds=[1], out=tmp_path / "one.png", steps=2, guidance=2.0))
+    assert main(["sample", str(run), "--prompt", "a blue circle", "--seed", "1", "--out", str(tmp_path / "one.png"),
+                 "--steps", "2", "--guidance", "2.0"]) == 0
+    single = Image.open(tmp_path / "one.png")
     assert single.size == (32, 32)
     assert list(grid.crop((32, 32, 64, 64)).getdata()) == list(single.getdata())  # a tile = its own (prompt, seed)
 
