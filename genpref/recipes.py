@@ -77,6 +77,14 @@ class SourceContext:
             )
 
 
+def item_at(items, stream: ItemStream, position: int) -> dict:
+    """The item at a stream position. Datasets with random augmentation (flips, crops, prompt dropout)
+    expose `at(index, key)`: keying the draw by the stream position makes it the same after a resume,
+    across micro-batch splits and across ranks."""
+    index = stream.item(position)
+    return items.at(index, position) if hasattr(items, "at") else items[index]
+
+
 class _Stateless:
     """Sources whose position is a pure function of the step: nothing to checkpoint.
     Subclasses build a batch from stream positions (`batch_at`), so wrappers can over-draw."""
@@ -104,7 +112,7 @@ class OfflinePairs(_Stateless):
 
     def batch_at(self, pos: list[int]) -> TrainBatch:
         ctx = self.ctx
-        items = [self.items[self.stream.item(p)] for p in pos]
+        items = [item_at(self.items, self.stream, p) for p in pos]
         prompts = [it["prompt"] for it in items]
         w = ctx.adapter.encode([it["w"] for it in items], prompts).to(ctx.device)
         l = ctx.adapter.encode([it["l"] for it in items], prompts).to(ctx.device)
@@ -123,7 +131,7 @@ class Experts(_Stateless):
 
     def batch_at(self, pos: list[int]) -> TrainBatch:
         ctx = self.ctx
-        items = [self.items[self.stream.item(p)] for p in pos]
+        items = [item_at(self.items, self.stream, p) for p in pos]
         w = ctx.adapter.encode([it["x"] for it in items], [it["prompt"] for it in items]).to(ctx.device)
         t, eps = ctx.noise(pos, w.x0)
         return TrainBatch({"w": noised_branch(ctx.adapter.noise_scheduler, w, t, eps)})
@@ -144,7 +152,7 @@ class Ratings(_Stateless):
 
     def batch_at(self, pos: list[int]) -> TrainBatch:
         ctx = self.ctx
-        items = [self.items[self.stream.item(p)] for p in pos]
+        items = [item_at(self.items, self.stream, p) for p in pos]
         x = ctx.adapter.encode([it["x"] for it in items], [it["prompt"] for it in items]).to(ctx.device)
         t, eps = ctx.noise(pos, x.x0)
         rating = torch.tensor([float(it["rating"]) for it in items], device=ctx.device)
@@ -203,7 +211,7 @@ class ExpertRollouts(_Refilling):
         ctx, o = self.ctx, self.ctx.cfg.online
         n = o.batch_size or ctx.cfg.train.batch_size
         pos = self._draw(n)
-        items = [self.items[self.stream.item(p)] for p in pos]
+        items = [item_at(self.items, self.stream, p) for p in pos]
         prompts = [it["prompt"] for it in items]
         expert = ctx.adapter.encode([it["x"] for it in items], prompts).to(ctx.device)
         rec = TrajectoryRecorder()
@@ -273,7 +281,7 @@ class SoPoOnline(_Stateless):
 
     def batch_at(self, pos: list[int]) -> TrainBatch:
         ctx, k = self.ctx, self.ctx.cfg.online.num_samples
-        items = [self.items[self.stream.item(p)] for p in pos]
+        items = [item_at(self.items, self.stream, p) for p in pos]
         prompts = [it["prompt"] for it in items]
         w = ctx.adapter.encode([it["x"] for it in items], prompts).to(ctx.device)
         b = len(items)
@@ -346,7 +354,7 @@ class AIFeedback(_Stateless):
     def batch_at(self, pos: list[int]) -> TrainBatch:
         ctx, o = self.ctx, self.ctx.cfg.online
         k, b = o.num_samples, len(pos)
-        prompts = [self.items[self.stream.item(p)]["prompt"] for p in pos]
+        prompts = [item_at(self.items, self.stream, p)["prompt"] for p in pos]
         cond = ctx.adapter.encode_prompts(prompts).to(ctx.device)
         repeated = Batch.cat([cond] * k)  # sample j of prompt i sits at j·B + i
         x0 = ctx.generate(repeated, pos[0])
@@ -379,7 +387,7 @@ class ExpertVsSample(_Stateless):
 
     def batch_at(self, pos: list[int]) -> TrainBatch:
         ctx = self.ctx
-        items = [self.items[self.stream.item(p)] for p in pos]
+        items = [item_at(self.items, self.stream, p) for p in pos]
         w = ctx.adapter.encode([it["x"] for it in items], [it["prompt"] for it in items]).to(ctx.device)
         l = w.with_x0(ctx.generate(w, pos[0]).to(w.x0.dtype))
         t, eps = ctx.noise(pos, w.x0)

@@ -166,3 +166,23 @@ def test_sft_full_finetune_lowers_error(tmp_path):
     train(toy_cfg(out, "model.lora=null", "train.max_steps=60", "train.lr=1e-2", "train.batch_size=32", "train.checkpoint_every=0", objective="sft"))
     e = [r["e_w"] for r in read_metrics(out)]
     assert sum(e[-10:]) / 10 < 0.8 * sum(e[:10]) / 10
+
+
+def test_sources_key_augmentation_by_stream_position(tmp_path):
+    """Datasets with `at(index, key)` get the stream position as key, so augmentation survives resume."""
+    from genpref.recipes import OfflinePairs, SourceContext
+    from genpref.toy import ToyAdapter, toy_items
+
+    class Keyed(list):
+        seen: list = []
+
+        def at(self, index, key):
+            self.seen.append((index, key))
+            return self[index]
+
+    cfg = toy_cfg(tmp_path, "train.batch_size=4")
+    items = Keyed(toy_items("pairs", 16, 0))
+    src = OfflinePairs(SourceContext(ToyAdapter(cfg, "cpu"), cfg, torch.device("cpu")), items)
+    src.next(step=2, micro=0)
+    assert [key for _, key in items.seen] == [8, 9, 10, 11]
+    assert [index for index, _ in items.seen] == [src.stream.item(p) for p in range(8, 12)]
