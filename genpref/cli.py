@@ -65,6 +65,18 @@ def _cmd_eval(args) -> None:
     _commands_for_run(args.target).evaluate(args.target, args)
 
 
+def _cmd_demo(args) -> None:
+    from genpref.demo import run_demo
+
+    run_demo(args.part, args.out, args.seed)
+
+
+def _cmd_bench(args) -> None:
+    from genpref.demo import bench_quality
+
+    bench_quality(args.task, args.out, args.seeds, args.steps)
+
+
 def _cmd_export(args) -> None:
     commands = _commands_for_run(args.run_dir)
     fmt = args.format or ("released" if commands.__name__.startswith("motion") else "diffusers")
@@ -123,6 +135,20 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--images-per-prompt", type=int, help="images per prompt (default 5)")
     g.add_argument("--scorer", action="append", help="scorer name (repeat); default the config's reward.models")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("demo", help="see preference fine-tuning work on CPU: synthetic tasks, base vs fine-tuned, a report")
+    p.add_argument("part", nargs="?", default="all", choices=["all", "image", "motion"])
+    p.add_argument("--out", default="genpref-demo", help="report directory (default ./genpref-demo)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("bench", help="benchmarks run by hand: `genpref bench quality` compares every objective")
+    p.add_argument("which", choices=["quality"])
+    p.add_argument("--task", default="all", choices=["all", "image", "motion"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps", type=int, help="fine-tuning steps per arm (default: the task's budget)")
+    p.add_argument("--out", default="benchmarks/results")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("export", help="export a run's final weights (images: diffusers or kohya LoRA; motion: released layout)")
     p.add_argument("run_dir")

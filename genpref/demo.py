@@ -1,0 +1,89 @@
+"""`genpref demo` and `genpref bench quality`: run the modality halves (image.demo, motion.demo) on the
+synthetic verifiable tasks and collect what they return into a report directory / benchmark table.
+
+The halves are found by name (the same lazy dispatch the CLI uses for model kinds), so genpref/ imports
+neither image nor motion."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import platform
+import time
+from pathlib import Path
+
+HALVES = {"image": "image.demo", "motion": "motion.demo"}
+
+
+def _halves(which: str) -> list[str]:
+    if which == "all":
+        return list(HALVES)
+    if which not in HALVES:
+        from genpref.config import ConfigError
+
+        raise ConfigError(f"demo: unknown part {which!r}; valid: all, {', '.join(HALVES)}")
+    return [which]
+
+
+def run_demo(which: str = "all", out_dir: str | Path = "genpref-demo", seed: int = 0) -> Path:
+    """Build the tasks, fine-tune, evaluate base vs fine-tuned vs SFT control; write metrics.json and
+    report.html into out_dir. Returns the report path."""
+    from genpref.report import write_report
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results, timings = {}, {}
+    for name in _halves(which):
+        start = time.perf_counter()
+        module = importlib.import_module(HALVES[name])
+        results[name] = module.run_demo(out / name, seed=seed, progress=True)
+        timings[name] = round(time.perf_counter() - start, 1)
+        print(f"genpref demo: {name} half done in {timings[name]:.0f} s")
+    meta = {
+        "seed": seed,
+        "seconds": timings,
+        "total_seconds": round(sum(timings.values()), 1),
+        "machine": f"{platform.machine()}, {platform.python_version()}",
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    path = write_report(out, results, meta)
+    for name, res in results.items():
+        for row in res.get("paired", []):
+            lo, hi = row["ci95"]
+            print(f"  {name}: {row['a']} − {row['b']} on {row['metric']}: {row['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}] (n={row.get('n')})")
+    print(f"genpref demo: report {path}")
+    return path
+
+
+def _markdown(summary: list[dict]) -> str:
+    if not summary:
+        return ""
+    keys = [k for k in summary[0] if k != "objective" and not k.endswith("_ci95")]
+    head = "| objective | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys) + "\n"
+    rows = []
+    for row in summary:
+        cells = []
+        for k in keys:
+            v, ci = row.get(k), row.get(k + "_ci95")
+            cell = f"{v:.3f}" if isinstance(v, float) else str(v)
+            cells.append(cell + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
+        rows.append(f"| {row['objective']} | " + " | ".join(cells) + " |")
+    return head + "\n".join(rows) + "\n"
+
+
+def bench_quality(which: str = "all", out_dir: str | Path = "benchmarks/results", seeds=(0, 1, 2), steps: int | None = None) -> list[Path]:
+    """Every objective at the same budget with several seeds on each task; JSON + Markdown tables."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in _halves(which):
+        module = importlib.import_module(HALVES[name])
+        start = time.perf_counter()
+        res = module.bench_quality(out / f"quality-{name}-runs", seeds=list(seeds), steps=steps)
+        res["seconds"] = round(time.perf_counter() - start, 1)
+        (out / f"quality-{name}.json").write_text(json.dumps(res, indent=1, default=float))
+        md = out / f"quality-{name}.md"
+        md.write_text(f"# quality benchmark: {res.get('task', name)} (seeds {list(seeds)})\n\n" + _markdown(res.get("summary", [])))
+        written += [out / f"quality-{name}.json", md]
+        print(md.read_text())
+    return written
