@@ -30,6 +30,10 @@ REWARDS = {
     "tiny-motion": "motion.tiny_data",  # verifier of the synthetic tiny motion actions
     "moves": "motion.rewards",  # exact verifier of the moves task: fraction of attributes right
     "t2m": "motion.rewards",  # T2M evaluator text–motion similarity, (1 + cos) / 2
+    "clip": "image.scorers",  # CLIP score 100·cos from a local transformers CLIP directory
+    "pickscore": "image.scorers",  # PickScore_v1 (CLIP-H fine-tuned on Pick-a-Pic), logit_scale·cos
+    "hpsv2": "image.scorers",  # HPSv2 through open_clip (extra "hpsv2"), 100·cos
+    "aesthetic": "image.scorers",  # LAION aesthetic head on CLIP ViT-L/14 image embeddings
 }
 
 # objective.name -> what it optimises (constructors in genpref.objectives.FROM_CONFIG)
