@@ -85,7 +85,15 @@ def item_at(items, stream: ItemStream, position: int) -> dict:
     return items.at(index, position) if hasattr(items, "at") else items[index]
 
 
-class _Stateless:
+class _Source:
+    """A source over data items, drawn in the order of a seeded item stream."""
+
+    def __init__(self, ctx: SourceContext, items):
+        self.ctx, self.items = ctx, items
+        self.stream = ItemStream(len(items), ctx.seed)
+
+
+class _Stateless(_Source):
     """Sources whose position is a pure function of the step: nothing to checkpoint.
     Subclasses build a batch from stream positions (`batch_at`), so wrappers can over-draw."""
 
@@ -106,10 +114,6 @@ class _Stateless:
 class OfflinePairs(_Stateless):
     """Offline DPO: dataset winner vs dataset loser, sharing t and ε."""
 
-    def __init__(self, ctx: SourceContext, items):
-        self.ctx, self.items = ctx, items
-        self.stream = ItemStream(len(items), ctx.seed)
-
     def batch_at(self, pos: list[int]) -> TrainBatch:
         ctx = self.ctx
         items = [item_at(self.items, self.stream, p) for p in pos]
@@ -125,10 +129,6 @@ class OfflinePairs(_Stateless):
 class Experts(_Stateless):
     """Positives only: the SFT control arm and base pretraining."""
 
-    def __init__(self, ctx: SourceContext, items):
-        self.ctx, self.items = ctx, items
-        self.stream = ItemStream(len(items), ctx.seed)
-
     def batch_at(self, pos: list[int]) -> TrainBatch:
         ctx = self.ctx
         items = [item_at(self.items, self.stream, p) for p in pos]
@@ -142,8 +142,7 @@ class Ratings(_Stateless):
     rating >= 0.5. Each distinct prompt gets an index (the direct-reward objective's value table)."""
 
     def __init__(self, ctx: SourceContext, items):
-        self.ctx, self.items = ctx, items
-        self.stream = ItemStream(len(items), ctx.seed)
+        super().__init__(ctx, items)
         self.prompt_index = {p: i for i, p in enumerate(sorted({it["prompt"] for it in items}))}
 
     @property
@@ -161,12 +160,11 @@ class Ratings(_Stateless):
         return TrainBatch({"x": noised_branch(ctx.adapter.noise_scheduler, x, t, eps)}, extras)
 
 
-class _Refilling:
+class _Refilling(_Source):
     """Sources that consume their own slice of the stream whenever their buffer runs dry."""
 
     def __init__(self, ctx: SourceContext, items):
-        self.ctx, self.items = ctx, items
-        self.stream = ItemStream(len(items), ctx.seed)
+        super().__init__(ctx, items)
         self.drawn = 0  # items this rank has drawn (its data position)
         self.trained = 0  # training samples this rank has produced (keys their noise)
 
@@ -276,8 +274,7 @@ class SoPoOnline(_Stateless):
     def __init__(self, ctx: SourceContext, items):
         if ctx.reward is None:
             raise ValueError("objective.name=sopo needs a reward model: set reward.models")
-        self.ctx, self.items = ctx, items
-        self.stream = ItemStream(len(items), ctx.seed)
+        super().__init__(ctx, items)
 
     def batch_at(self, pos: list[int]) -> TrainBatch:
         ctx, k = self.ctx, self.ctx.cfg.online.num_samples
@@ -348,8 +345,7 @@ class AIFeedback(_Stateless):
             raise ValueError("data.source=ai_feedback needs online.num_samples >= 2 (best vs worst of K)")
         if o.annotator == "reward" and ctx.reward is None:
             raise ValueError("data.source=ai_feedback with online.annotator=reward needs reward.models")
-        self.ctx, self.items = ctx, items
-        self.stream = ItemStream(len(items), ctx.seed)
+        super().__init__(ctx, items)
 
     def batch_at(self, pos: list[int]) -> TrainBatch:
         ctx, o = self.ctx, self.ctx.cfg.online
@@ -381,10 +377,6 @@ class ExpertVsSample(_Stateless):
     With `online.reset_t` the sample starts from the expert noised to that timestep (dataset reset,
     DR-PO): cheaper and on the data manifold."""
 
-    def __init__(self, ctx: SourceContext, items):
-        self.ctx, self.items = ctx, items
-        self.stream = ItemStream(len(items), ctx.seed)
-
     def batch_at(self, pos: list[int]) -> TrainBatch:
         ctx = self.ctx
         items = [item_at(self.items, self.stream, p) for p in pos]
@@ -396,7 +388,23 @@ class ExpertVsSample(_Stateless):
                           {"label": torch.ones(len(pos), device=ctx.device)})
 
 
-class SelectByMargin:
+class _Wrapper:
+    """A source around another one: position, rollout syncing and state are the inner source's."""
+
+    def __init__(self, inner):
+        self.inner, self.ctx = inner, inner.ctx
+
+    def after_optimizer_step(self, step: int) -> None:
+        self.inner.after_optimizer_step(step)
+
+    def state_dict(self) -> dict:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.inner.load_state_dict(state)
+
+
+class SelectByMargin(_Wrapper):
     """SeRA sample selection: over-draw batch_size / fraction pairs, score them with the current policy's
     implicit reward margin (e_ref,w − e_w) − (e_ref,l − e_l) on their own t and ε, keep the batch_size
     with the largest (SeRA) or smallest margins."""
@@ -404,8 +412,8 @@ class SelectByMargin:
     def __init__(self, inner, fraction: float, direction: str):
         if not 0 < fraction <= 1:
             raise ValueError("select.fraction must lie in (0, 1]")
-        self.inner, self.fraction, self.direction = inner, fraction, direction
-        self.ctx = inner.ctx
+        super().__init__(inner)
+        self.fraction, self.direction = fraction, direction
 
     def next(self, step: int, micro: int) -> TrainBatch:
         import math
@@ -423,23 +431,10 @@ class SelectByMargin:
         out.stats.update(select_margin_kept=margin[keep].mean().item(), select_margin_all=margin.mean().item())
         return out
 
-    def after_optimizer_step(self, step: int) -> None:
-        self.inner.after_optimizer_step(step)
 
-    def state_dict(self) -> dict:
-        return self.inner.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.inner.load_state_dict(state)
-
-
-class WithPolicySamples:
+class WithPolicySamples(_Wrapper):
     """Adds branch "kl": the policy's own samples for the preferred branch's prompts, noised at fresh
     (t, ε), regressed onto the reference's prediction (HyPO's KL-to-reference on on-policy data)."""
-
-    def __init__(self, inner):
-        self.inner, self.ctx = inner, inner.ctx
-        self.calls = 0
 
     def next(self, step: int, micro: int) -> TrainBatch:
         tb = self.inner.next(step, micro)
@@ -451,12 +446,3 @@ class WithPolicySamples:
         kl = noised_branch(ctx.adapter.noise_scheduler, samples, t, eps)
         tb.branches["kl"] = Branch(kl.x_t, kl.t, None, samples)
         return tb
-
-    def after_optimizer_step(self, step: int) -> None:
-        self.inner.after_optimizer_step(step)
-
-    def state_dict(self) -> dict:
-        return self.inner.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.inner.load_state_dict(state)
