@@ -64,3 +64,65 @@ def sample(run_dir: str | Path, prompts: Sequence[str], seeds: Sequence[int] | N
 def export(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
     """Export the run's final weights as `fmt` (diffusers | kohya) to `out`."""
     return image_export.export(run_dir, fmt, out)
+
+
+def _base_adapter(cfg, device: torch.device):
+    """The config's model as configured (model.path; a LoRA run's adapter is generated from with the LoRA
+    disabled, see image.evaluate.Model.base)."""
+    from image.adapter import build_adapter
+
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.train.mixed_precision, torch.float32)
+    return build_adapter(cfg, device, dtype if device.type == "cuda" else torch.float32)
+
+
+def evaluate(target: str | Path, args) -> dict:
+    """`genpref eval` for images: a run's final weights (or a config's base model), optionally against
+    another run or the base, under the protocol of image/evaluate.py. Writes eval.json, eval.txt, grid.png
+    and the images to --out (default <run>/eval, or ./eval for a config file); prints the settings first
+    and the table at the end."""
+    from genpref.config import load_config
+    from image import evaluate as protocol
+
+    target = Path(target)
+    overrides = list(getattr(args, "overrides", None) or [])
+    if target.is_dir():
+        cfg = load_config(target / "config.yaml", [f"train.output_dir={target}", *overrides])
+    elif target.is_file():
+        cfg = load_config(target, overrides)
+    else:
+        raise UserError(f"{target}: not a run directory or a config file")
+    ev = cfg.eval or {}
+    settings = protocol.settings_from(args, ev)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    prompt_spec = str(args.prompts or ev.get("prompts"))
+    scorers = protocol.build_scorers(protocol.scorer_specs(args.scorer, cfg, prompt_spec), cfg, device)
+
+    if target.is_dir():
+        lora = (image_export.final_dir(target) / image_export.LORA_WEIGHTS).is_file()
+        first = protocol.Model(target.name, lambda: load_run(target, device), f"{target} (final weights)")
+    else:
+        lora = cfg.model.lora is not None
+        first = protocol.Model("base", lambda: _base_adapter(cfg, device), f"{target}: the config's base model", base=True)
+    models = [first]
+    against = args.against or ev.get("against")
+    if against == "base":
+        if not target.is_dir():
+            raise UserError("--against base: the target is a config file, which already is the base model")
+        models.append(protocol.Model("base", lambda: _base_adapter(cfg, device), "base: " + (
+            "the run with its LoRA disabled" if lora else f"model.path {cfg.model.path or cfg.model.kind}"),
+            base=True, shares=first.label if lora else None))
+    elif against:
+        other = Path(against)
+        if not other.is_dir():
+            raise UserError(f"--against {against}: not a run directory (or 'base')")
+        label = other.name if other.name != first.label else f"{other.name}-2"
+        models.append(protocol.Model(label, lambda: load_run(other, device), f"{other} (final weights)"))
+
+    out = Path(args.out) if args.out else (target / "eval" if target.is_dir() else Path("eval"))
+    print(f"genpref eval: {settings.describe()}")
+    print(f"scorers: {', '.join(scorers)}; models: " + "; ".join(f"{m.label} = {m.source}" for m in models))
+    report = protocol.evaluate(models, settings, scorers, out,
+                               extra={"target": str(target), "against": against, "overrides": overrides})
+    print(report["table"])
+    print(f"wrote {out / 'eval.json'}, {out / 'eval.txt'}, {report['grid']} and {out / 'images'}/")
+    return report
