@@ -1,5 +1,6 @@
 """Synthetic coloured-shape data for the tiny configs and tests: an experts folder, a Pick-a-Pic-style
-parquet and a prompts file, written deterministically in milliseconds (`python -m image.tiny_data DIR`)."""
+parquet, a prompts file and rated single samples, written deterministically in milliseconds
+(`python -m image.tiny_data DIR`)."""
 
 from __future__ import annotations
 
@@ -103,16 +104,37 @@ def write_prompts(path: Path, n: int = 8, seed: int = 2) -> Path:
     return path
 
 
+def write_ratings(directory: Path, n: int = 16, size: int = 32, seed: int = 3) -> Path:
+    """Single rated samples (KTO, direct reward): `ratings.jsonl` lines {"prompt", "file_name", "rating"};
+    a correct render is rated 1, one with a wrong colour 0, about half of each."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    lines = []
+    for i, (c, s, p) in enumerate(combos(n, seed)):
+        good = rng.random() < 0.5
+        colour = c if good else rng.choice([k for k in COLOURS if k != c])
+        name = f"{i:04d}.png"
+        render(colour, s, p, size).save(directory / name)
+        lines.append(json.dumps({"prompt": caption(c, s, p), "file_name": name, "rating": float(good)}))
+    (directory / "ratings.jsonl").write_text("\n".join(lines) + "\n")
+    return directory / "ratings.jsonl"
+
+
 def ensure(directory: str | Path, size: int = 32) -> dict[str, Path]:
-    """Write the three data sets under `directory` once (a marker file records completion)."""
+    """Write the data sets under `directory` once (marker files record completion)."""
     directory = Path(directory)
-    paths = {"experts": directory / "experts", "pairs": directory / "pairs.parquet", "prompts": directory / "prompts.txt"}
+    paths = {"experts": directory / "experts", "pairs": directory / "pairs.parquet", "prompts": directory / "prompts.txt",
+             "ratings": directory / "ratings" / "ratings.jsonl"}
     marker = directory / f".complete-{size}"
     if not marker.is_file():
         write_experts(paths["experts"], size=size)
         write_pairs(paths["pairs"], size=size)
         write_prompts(paths["prompts"])
         marker.write_text("ok\n")
+    ratings_marker = directory / f".complete-ratings-{size}"  # own marker: directories written before it existed
+    if not ratings_marker.is_file():
+        write_ratings(paths["ratings"].parent, size=size)
+        ratings_marker.write_text("ok\n")
     return paths
 
 
