@@ -108,15 +108,23 @@ def test_eval_run_against_base_end_to_end(run, tmp_path, brightness, capsys):
     assert "win_rates" not in json.loads((base_out / "eval.json").read_text())
 
 
-def test_eval_shapes_prompts_use_the_verifier(run, tmp_path):
+def test_eval_shapes_prompts_use_the_verifier_and_a_run_against_itself_ties(run, tmp_path):
     out = tmp_path / "eval"
-    assert main(["eval", str(run), "--prompts", "shapes", "--images-per-prompt", "1", "--steps", "1",
-                 "--batch-size", "12", "--out", str(out)]) == 0
+    assert main(["eval", str(run), "--prompts", "shapes", "--against", str(run), "--images-per-prompt", "1",
+                 "--steps", "1", "--batch-size", "12", "--out", str(out)]) == 0
     report = json.loads((out / "eval.json").read_text())
     assert list(report["scores"]) == ["shapes"] and report["protocol"]["n_prompts"] == 12
     assert report["protocol"]["prompts"] == "shapes held-out combinations"
     values = np.array(report["scores"]["shapes"]["dpo"]["per_image"])
     assert values.shape == (12, 1) and set(np.round(values.ravel() * 3).tolist()) <= {0, 1, 2, 3}
+    # the same weights under the same pinned seeds: identical images, every prompt a tie
+    assert list(report["models"]) == ["dpo", "dpo-2"]
+    w = report["win_rates"]["shapes"]
+    assert (w["win_rate"], w["ties"], w["ci95"]) == (0.5, 12, [0.5, 0.5])
+    for p in range(12):
+        name = f"p{p:04d}_s0.png"
+        assert np.array_equal(np.asarray(Image.open(out / "images" / "dpo" / name)),
+                              np.asarray(Image.open(out / "images" / "dpo-2" / name)))
 
 
 @pytest.mark.parametrize("argv, message", [
