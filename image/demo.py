@@ -29,7 +29,15 @@ BASE_WEIGHTS = Path(__file__).resolve().parent / "assets" / "shapes_base.safeten
 RECIPE = "dro"  # the default image preference recipe
 EVAL = {"per_prompt": 20, "steps": 20, "solver": "ddim"}  # held-out evaluation: 12 combos × 20 samples
 # bench arms: name -> config file in configs/image/ (each fine-tunes the same base)
-ARMS = {"sft": "shapes_sft.yaml", "dro": "shapes_dro.yaml", "dpo": "shapes_dpo.yaml", "kto": "shapes_kto.yaml"}
+ARMS = {
+    "sft": "shapes_sft.yaml",
+    "dro": "shapes_dro.yaml",
+    "dro_published": "shapes_dro_published.yaml",
+    "dpo": "shapes_dpo.yaml",
+    "kto": "shapes_kto.yaml",
+    "sopo": "shapes_sopo.yaml",
+    "oaif": "shapes_oaif.yaml",
+}
 CURVES = ("loss", "implicit_acc", "e_ratio_w", "hinge_active", "margin")
 
 
@@ -187,6 +195,7 @@ def run_demo(out_dir: Path, *, seed: int = 0, progress: bool = True, steps: int 
     rel = lambda p: str(Path(p).relative_to(top))
     timings = {}
     tick = start = time.perf_counter()
+    cpu_start = time.process_time()
     data = write_task_data(out_dir / "data")
     base = base_weights(out_dir, seed)
     timings["data_and_base_s"] = time.perf_counter() - tick
@@ -220,6 +229,7 @@ def run_demo(out_dir: Path, *, seed: int = 0, progress: bool = True, steps: int 
     grid = comparison_grid(images, prompts, EVAL["per_prompt"], min(4, EVAL["per_prompt"]), out_dir / "grid.png")
     cfg = recipe_config(ARMS[RECIPE], {})
     timings["total_s"] = time.perf_counter() - start
+    timings["total_cpu_s"] = time.process_time() - cpu_start  # all threads of this process
     metrics = {
         "task": "shapes",
         "recipe": RECIPE,
@@ -305,7 +315,7 @@ def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, 
                 rows.append(json.loads(row_path.read_text()))
                 continue
             run = out_dir / "runs" / f"{arm}-{seed}"
-            overrides = {"model.path": str(base), "data.experts": str(data["experts"]),
+            overrides = {"model.path": str(base), "data.experts": str(data["experts"]), "data.prompts": str(data["prompts"]),
                          "data.pairs": str(feedback["pairs"]), "data.ratings": str(feedback["ratings"]),
                          "data.cache_dir": str(out_dir / "cache"), "train.seed": seed,
                          "train.sample_prompts": [], "train.checkpoint_every": 0}

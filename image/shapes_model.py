@@ -52,13 +52,20 @@ def build_unet(size: str = "default", seed: int = 0) -> nn.Module:
         )
 
 
-def noise_schedule(prediction_type: str = "epsilon"):
+def noise_schedule(prediction_type: str = "v_prediction"):
     """Cosine (squaredcos_cap_v2) betas over 1000 steps with trailing spacing for few-step sampling; the
-    prototype learned no conditioning with SD's linear betas at this size."""
+    prototype learned no conditioning with SD's linear betas at this size.
+
+    v-prediction by default: the cosine schedule's ᾱ at t = 999 is 2.4e-9, so an ε-prediction model's
+    x0 = (x − √(1−ᾱ)·ε̂)/√ᾱ multiplies the ε error by 2·10⁴ at the first sampler step; an ε-model trained
+    here sampled noise, while v gives x0 = √ᾱ·x − √(1−ᾱ)·v̂, well conditioned at every t. Samplers also
+    clip their x0 estimate to the pixel range [-1, 1] (thresholding with sample_max_value 1; every sampler
+    made from this config inherits it)."""
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=False,
-                         prediction_type=prediction_type, timestep_spacing="trailing")
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type,
+                         timestep_spacing="trailing", clip_sample=True, clip_sample_range=1.0,
+                         thresholding=True, dynamic_thresholding_ratio=0.995, sample_max_value=1.0)
 
 
 def tokens(prompt: str) -> list[int]:
@@ -131,5 +138,5 @@ def load_components(model_cfg, seed: int = 0):
     from image.models import Components
 
     unet = load(model_cfg.path, model_cfg.size, seed)
-    scheduler = noise_schedule(model_cfg.prediction_type or "epsilon")
+    scheduler = noise_schedule(model_cfg.prediction_type or "v_prediction")
     return Components("shapes", unet, None, [], [], scheduler, str(model_cfg.path or "random init"))
