@@ -101,8 +101,8 @@ def load_clip(model_dir: Path, processor_dir: Path, key: str, what: str) -> tupl
         with quiet():
             model = CLIPModel.from_pretrained(str(model_dir), local_files_only=True)
             processor = CLIPProcessor.from_pretrained(str(processor_dir), local_files_only=True)
-    except (OSError, ValueError, KeyError) as err:
-        raise UserError(f"{key}: could not load {what} from {model_dir}: {err}") from None
+    except Exception as err:  # transformers/safetensors raise many types for a wrong or corrupt directory
+        raise UserError(f"{key}: could not load {what} from {model_dir}: {type(err).__name__}: {err}") from None
     return model.eval().requires_grad_(False), processor
 
 
