@@ -113,6 +113,9 @@ def train(cfg: Config) -> Path:
     adapter = build.build_adapter(cfg, accelerator.device, weight_dtype)
     if t.disable_dropout:
         _disable_dropout(adapter.denoiser)
+    steps_total = adapter.noise_scheduler.config.num_train_timesteps
+    if cfg.online.reset_t is not None and not 0 < cfg.online.reset_t < steps_total:
+        raise UserError(f"online.reset_t={cfg.online.reset_t}: must lie in (0, {steps_total}), the model's training timesteps")
     params = adapter.trainable_parameters()
     if not params:
         raise UserError("the model has no trainable parameters (check model.lora.targets)")

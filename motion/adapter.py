@@ -254,6 +254,10 @@ class MotionAdapter:
             key = "data.pairs" if role == "pairs" else "data.ratings"
             if not path:
                 raise UserError(f"{key} is required for this objective: a jsonl of motion .npy files")
+            if path in (f"{TINY_SCHEME}pairs", f"{TINY_SCHEME}ratings"):  # written beside tiny://humanml
+                from motion import tiny_data
+
+                path = tiny_data.ensure(Path(self.cfg.train.output_dir) / "tiny-data" / "humanml") / f"{path[len(TINY_SCHEME):]}.jsonl"
             return motion_data.motion_jsonl(path, role, self.features, d.on_bad_sample, key)
         raise UserError(f"the motion adapter has no data for role {role!r}")
 

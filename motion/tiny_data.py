@@ -158,6 +158,28 @@ def write_tiny_humanml(root: str | Path, num_motions: int = 48, seed: int = 0, f
     return root
 
 
+def write_preferences(root: str | Path) -> tuple[Path, Path]:
+    """pairs.jsonl (a train motion with its caption wins over a motion of another action) and
+    ratings.jsonl (each train motion rated 1 under its own caption, 0 under another action's) in the
+    format of motion.data.motion_jsonl, next to the tiny directory's new_joint_vecs/."""
+    import json
+
+    root = Path(root)
+    names = (root / "train.txt").read_text().split()
+    action_of = {n: ACTIONS[int(n) % len(ACTIONS)] for n in names}
+    caption = {a: caption_line(CAPTIONS[a][0]).split("#")[0] for a in ACTIONS}
+    pairs, ratings = [], []
+    for i, name in enumerate(names):
+        other = next(m for m in names[i + 1:] + names[:i] if action_of[m] != action_of[name])
+        own = caption[action_of[name]]
+        pairs.append({"prompt": own, "w": f"new_joint_vecs/{name}.npy", "l": f"new_joint_vecs/{other}.npy"})
+        ratings.append({"prompt": own, "x": f"new_joint_vecs/{name}.npy", "rating": 1.0})
+        ratings.append({"prompt": caption[action_of[other]], "x": f"new_joint_vecs/{name}.npy", "rating": 0.0})
+    for file, rows in (("pairs.jsonl", pairs), ("ratings.jsonl", ratings)):
+        (root / file).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root / "pairs.jsonl", root / "ratings.jsonl"
+
+
 def ensure(directory: str | Path, num_motions: int = 48, seed: int = 0) -> Path:
     """Write the tiny directory once (a marker file records completion); return its path."""
     directory = Path(directory)
@@ -165,6 +187,9 @@ def ensure(directory: str | Path, num_motions: int = 48, seed: int = 0) -> Path:
     if not marker.is_file():
         write_tiny_humanml(directory, num_motions, seed)
         marker.write_text("ok\n")
+    if not (directory / ".preferences").is_file():
+        write_preferences(directory)
+        (directory / ".preferences").write_text("ok\n")
     return directory
 
 
