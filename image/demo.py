@@ -38,7 +38,9 @@ ARMS = {
     "sopo": "shapes_sopo.yaml",
     "oaif": "shapes_oaif.yaml",
 }
-CURVES = ("loss", "implicit_acc", "e_ratio_w", "hinge_active", "margin")
+# metrics.jsonl keys copied into the demo's curves (those a run logs): losses, ranking, collapse watch,
+# and the verifier's score of online samples (SoPo, OAIF)
+CURVES = ("loss", "implicit_acc", "e_ratio_w", "hinge_active", "margin", "reward_online", "score_best", "score_worst")
 
 
 # ---------------------------------------------------------------------------------------------- pieces
@@ -158,27 +160,35 @@ def curves(run_dir: Path) -> dict[str, list[list[float]]]:
     return {k: [[r["step"], r[k]] for r in rows if r.get(k) is not None] for k in CURVES if any(k in r for r in rows)}
 
 
-def comparison_grid(images: dict[str, list], prompts: Sequence[str], per_prompt: int, show: int, path: Path) -> Path:
-    """Rows = prompts, columns = `show` samples of each model (same noise across models), labelled."""
+def comparison_grid(images: dict[str, list], prompts: Sequence[str], per_prompt: int, show: int, path: Path,
+                    correct: dict[str, np.ndarray] | None = None) -> Path:
+    """Rows = prompts, columns = `show` samples of each model (same noise across models), labelled;
+    tiles enlarged 2× and separated by grey lines; with `correct`, the line under each tile is green
+    when the verifier accepts the sample and red when not."""
     from PIL import Image, ImageDraw
 
-    scale, gap, label_w, head_h = 2, 6, 190, 16
+    scale, line, gap, label_w, head_h = 2, 2, 8, 190, 16
     tile = shapes.SIZE * scale
+    step = tile + line
     names = list(images)
     unique = list(dict.fromkeys(prompts))
-    width = label_w + len(names) * (show * tile + gap)
-    canvas = Image.new("RGB", (width, head_h + len(unique) * tile), (255, 255, 255))
+    block = show * step + gap
+    canvas = Image.new("RGB", (label_w + len(names) * block, head_h + len(unique) * step), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     for m, name in enumerate(names):
-        draw.text((label_w + m * (show * tile + gap) + 4, 2), name, fill=(0, 0, 0))
+        draw.text((label_w + m * block + 4, 2), name, fill=(0, 0, 0))
+        draw.rectangle((label_w + m * block, head_h, label_w + m * block + show * step - 1, canvas.height - 1),
+                       fill=(128, 128, 128))
     for r, prompt in enumerate(unique):
-        first = r * per_prompt
-        y = head_h + r * tile
+        y = head_h + r * step
         draw.text((4, y + tile // 2 - 6), prompt.removeprefix("a "), fill=(0, 0, 0))
         for m, name in enumerate(names):
             for j in range(show):
-                image = images[name][first + j].resize((tile, tile), Image.NEAREST)
-                canvas.paste(image, (label_w + m * (show * tile + gap) + j * tile, y))
+                i, x = r * per_prompt + j, label_w + m * block + j * step
+                canvas.paste(images[name][i].resize((tile, tile), Image.NEAREST), (x, y))
+                if correct is not None:
+                    colour = (0, 170, 0) if correct[name][i] else (220, 0, 0)
+                    draw.rectangle((x, y + tile, x + tile - 1, y + tile + line - 1), fill=colour)
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
     return path
@@ -226,7 +236,8 @@ def run_demo(out_dir: Path, *, seed: int = 0, progress: bool = True, steps: int 
     for a, b in ((RECIPE, "base"), ("sft", "base"), (RECIPE, "sft")):
         paired.append(paired_row(a, b, "heldout_accuracy", results[a]["all"], results[b]["all"], seed))
         paired.append(paired_row(a, b, "heldout_attribute_score", results[a]["score"], results[b]["score"], seed))
-    grid = comparison_grid(images, prompts, EVAL["per_prompt"], min(4, EVAL["per_prompt"]), out_dir / "grid.png")
+    grid = comparison_grid(images, prompts, EVAL["per_prompt"], min(4, EVAL["per_prompt"]), out_dir / "grid.png",
+                           {name: r["all"] for name, r in results.items()})
     cfg = recipe_config(ARMS[RECIPE], {})
     timings["total_s"] = time.perf_counter() - start
     timings["total_cpu_s"] = time.process_time() - cpu_start  # all threads of this process
@@ -249,7 +260,8 @@ def run_demo(out_dir: Path, *, seed: int = 0, progress: bool = True, steps: int 
         "results": rows,
         "paired": paired,
         "curves": {name: curves(run) for name, run in runs.items()},
-        "figures": [{"title": "held-out prompts, same noise: base vs DRO vs SFT (4 samples each)", "path": rel(grid)}],
+        "figures": [{"title": "held-out prompts, same initial noise: base vs DRO vs SFT (4 samples each; "
+                               "line under a sample: green = verifier accepts all three attributes)", "path": rel(grid)}],
         "runs": {name: rel(run) for name, run in runs.items()},
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))

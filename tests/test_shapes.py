@@ -224,7 +224,7 @@ def test_run_demo_writes_paired_results_figure_and_runs(small_demo, tmp_path):
     pairs = {(p["a"], p["b"]) for p in metrics["paired"] if p["metric"] == "heldout_accuracy"}
     assert pairs == {("dro", "base"), ("sft", "base"), ("dro", "sft")}
     figure = tmp_path / "demo" / metrics["figures"][0]["path"]
-    assert figure.is_file() and Image.open(figure).size[1] == 16 + 12 * 64
+    assert figure.is_file() and Image.open(figure).size[1] == 16 + 12 * (64 + 2)
     assert (tmp_path / "demo" / metrics["runs"]["dro"] / "final" / "shapes_unet.safetensors").is_file()
     assert metrics["curves"]["dro"]["loss"][0][0] == 1
     assert json.loads((out / "metrics.json").read_text())["recipe"] == "dro"
