@@ -1,21 +1,24 @@
 """The `moves` task: procedural text-to-motion on HumanML3D's 22-joint skeleton with an exact verifier.
 
-A prompt asks for one of eight moves (walk forward / backward, turn left / right, wave the left / right
-hand, jump, squat) at one of three speeds: 24 attribute combinations, six of which (`HELD_OUT`) never
-appear in training, not even as a wrong caption. Every motion is animated as joint positions
+A prompt asks for a move of the legs and root (walk forward / backward, turn left / right, jump, squat) at
+one of two speeds, optionally while waving the left or the right hand: "a person walks backward slowly
+while waving the left hand". That is 6 × 2 × 3 = 36 attribute combinations; nine of them (`HELD_OUT`)
+never appear in training, not even as a wrong caption, while every PAIR of their attribute values does,
+so a model that composes what it learnt can get them right. Every motion is animated as joint positions
 [T, 22, 3] (metres, Y up, 20 fps) by forward kinematics of the HumanML3D target skeleton and turned into
 263-d features by the real extractor (`motion.skeleton.extract_features`), so the directory `build`
 writes is an ordinary HumanML3D-format dataset (new_joint_vecs/, texts/ with `word/POS` tokens,
 Mean.npy, Std.npy, splits) that MDM, MLD and the T2M evaluator read like the real one.
 
 The verifier (`verify`) reads any motion back through `recover_from_ric` and measures, from joint
-positions only: raised hands, the yaw of the hips/shoulders line, root travel, airborne frames (all
+positions only: raised wrists, the yaw of the hips/shoulders line, root travel, airborne frames (all
 four foot joints off the floor) and the root's vertical range. A fixed decision list gives the action,
-the sign of the matching quantity gives the direction/side, and a rate (m/s, deg/s) against thresholds
-half-way (geometrically) between the clean speeds gives the speed. Clean motions score 1 on every
-attribute; `tests/test_moves.py` shows each wrong attribute is caught.
+the sign of the matching quantity gives the direction, a rate (m/s, deg/s) against a threshold
+half-way (geometrically) between the clean speeds gives the speed, and a wrist held above its shoulder
+gives the waving hand. Clean motions score 1 on every attribute; `tests/test_moves.py` shows each wrong
+attribute is caught.
 
-    python -m motion.moves build OUT_DIR [--seed 0] [--train-per-combo 48]
+    python -m motion.moves build OUT_DIR [--seed 0] [--train-per-combo 24]
     python -m motion.moves check OUT_DIR          # verifier accuracy on the dataset's own motions
 """
 
@@ -35,25 +38,33 @@ import numpy as np
 from genpref.errors import UserError
 
 FPS = 20
-VERSION = 1  # bump when motions, captions or splits change: shipped weights are tied to it
+VERSION = 2  # bump when motions, captions or splits change: shipped weights are tied to it
 
 # ---------------------------------------------------------------------------------------------- the grammar
 
-MOVES = {  # move -> (action, direction or side)
+MOVES = {  # move -> (action, direction)
     "walk_forward": ("walk", "forward"),
     "walk_backward": ("walk", "backward"),
     "turn_left": ("turn", "left"),
     "turn_right": ("turn", "right"),
-    "wave_left": ("wave", "left"),
-    "wave_right": ("wave", "right"),
     "jump": ("jump", None),
     "squat": ("squat", None),
 }
-SPEEDS = ("slowly", "normally", "quickly")
-# every held-out move keeps its two other speeds in training: four extrapolations, two interpolations
-HELD_OUT = (("walk_backward", "quickly"), ("turn_left", "slowly"), ("wave_right", "quickly"), ("squat", "slowly"),
-            ("jump", "normally"), ("walk_forward", "normally"))
-COMBOS = tuple((m, s) for m in MOVES for s in SPEEDS)
+SPEEDS = ("slowly", "quickly")
+HANDS = ("none", "left", "right")  # the hand that waves during the move
+COMBOS = tuple((m, s, h) for m in MOVES for s in SPEEDS for h in HANDS)
+# one or two combinations of each move, chosen so that every pair of attribute values stays in training
+HELD_OUT = (
+    ("walk_forward", "quickly", "left"),
+    ("walk_backward", "slowly", "right"),
+    ("walk_backward", "quickly", "none"),
+    ("turn_left", "quickly", "none"),
+    ("turn_left", "slowly", "right"),
+    ("turn_right", "slowly", "left"),
+    ("jump", "quickly", "right"),
+    ("jump", "slowly", "left"),
+    ("squat", "slowly", "none"),
+)
 TRAIN_COMBOS = tuple(c for c in COMBOS if c not in HELD_OUT)
 
 SUBJECTS = ("a person", "someone", "a man", "a woman", "the person", "a figure")
@@ -62,23 +73,21 @@ MOVE_PHRASES = {
     "walk_backward": ("walks backward", "walks backwards", "steps backward", "moves backward", "walks back", "strolls backwards"),
     "turn_left": ("turns left", "turns to the left", "turns around to the left", "rotates to the left", "turns counterclockwise"),
     "turn_right": ("turns right", "turns to the right", "turns around to the right", "rotates to the right", "turns clockwise"),
-    "wave_left": ("waves the left hand", "waves with the left hand", "raises the left hand and waves", "waves the left arm", "waves hello with the left hand"),
-    "wave_right": ("waves the right hand", "waves with the right hand", "raises the right hand and waves", "waves the right arm", "waves hello with the right hand"),
     "jump": ("jumps", "jumps up and down", "jumps in place", "hops in place", "jumps up"),
     "squat": ("squats", "squats down", "squats down and stands up", "crouches down and up", "does a squat"),
 }  # fmt: skip
 SPEED_PHRASES = {
     "slowly": ("slowly", "at a slow pace", "gently", "slowly and carefully"),
-    "normally": ("at a normal pace", "at a moderate pace", "steadily", "at an even pace"),
     "quickly": ("quickly", "fast", "at a fast pace", "rapidly", "briskly"),
 }
-SPEED_ADVERBS = {"slowly": ("slowly", "gently"), "normally": ("steadily",), "quickly": ("quickly", "rapidly")}  # may stand before the verb
+SPEED_ADVERBS = {"slowly": ("slowly", "gently"), "quickly": ("quickly", "rapidly")}  # may stand before the verb
+HAND_PHRASES = ("while waving the {} hand", "and waves the {} hand", "with the {} hand waving", "while waving with the {} arm",
+                "and waves hello with the {} hand")  # fmt: skip
 
 # words that name an attribute value in a caption (parse_prompt); everything else is filler
 ACTION_WORDS = {
     "walk": {"walk", "walks", "walking", "stroll", "strolls", "step", "steps", "move", "moves"},
     "turn": {"turn", "turns", "turning", "rotate", "rotates"},
-    "wave": {"wave", "waves", "waving"},
     "jump": {"jump", "jumps", "jumping", "hop", "hops"},
     "squat": {"squat", "squats", "squatting", "crouch", "crouches"},
 }
@@ -88,22 +97,25 @@ DIRECTION_WORDS = {
     "left": {"left", "counterclockwise", "anticlockwise"},
     "right": {"right", "clockwise"},
 }
-SPEED_WORDS = {"slowly": {"slowly", "slow", "gently"}, "normally": {"normally", "normal", "moderate", "steadily", "even"},
-               "quickly": {"quickly", "fast", "rapidly", "briskly"}}
+SPEED_WORDS = {"slowly": {"slowly", "slow", "gently"}, "quickly": {"quickly", "fast", "rapidly", "briskly"}}
+WAVE_WORDS = {"wave", "waves", "waving"}
+LIMB_WORDS = {"hand", "arm"}
 
 
 @dataclass(frozen=True)
 class Move:
-    """What a prompt asks for: action, direction/side (None for jump and squat) and speed (None if unsaid)."""
+    """What a prompt asks for: action, direction (None for jump and squat), speed (None if unsaid) and the
+    waving hand ("none" when the prompt names no waving)."""
 
     action: str | None
     direction: str | None
     speed: str | None
+    hand: str = "none"
 
     @classmethod
-    def of(cls, move: str, speed: str) -> Move:
+    def of(cls, move: str, speed: str, hand: str = "none") -> Move:
         action, direction = MOVES[move]
-        return cls(action, direction, speed)
+        return cls(action, direction, speed, hand)
 
     @property
     def move(self) -> str | None:
@@ -112,62 +124,73 @@ class Move:
                 return name
         return None
 
+    @property
+    def combo(self) -> tuple[str | None, str | None, str]:
+        return self.move, self.speed, self.hand
 
-def caption(move: str, speed: str, rng: np.random.Generator) -> str:
-    """One caption with synonyms: '<subject> <move> <speed>' or '<subject> <adverb> <move>'."""
+
+def caption(move: str, speed: str, hand: str, rng: np.random.Generator) -> str:
+    """One caption with synonyms: '<subject> <move> <speed> [<hand clause>]' or '<subject> <adverb> <move> ...'."""
     subject = SUBJECTS[rng.integers(len(SUBJECTS))]
     phrase = MOVE_PHRASES[move][rng.integers(len(MOVE_PHRASES[move]))]
     if rng.random() < 0.3:
-        adverb = SPEED_ADVERBS[speed][rng.integers(len(SPEED_ADVERBS[speed]))]
-        return f"{subject} {adverb} {phrase}"
-    return f"{subject} {phrase} {SPEED_PHRASES[speed][rng.integers(len(SPEED_PHRASES[speed]))]}"
+        text = f"{subject} {SPEED_ADVERBS[speed][rng.integers(len(SPEED_ADVERBS[speed]))]} {phrase}"
+    else:
+        text = f"{subject} {phrase} {SPEED_PHRASES[speed][rng.integers(len(SPEED_PHRASES[speed]))]}"
+    if hand != "none":
+        text += " " + HAND_PHRASES[rng.integers(len(HAND_PHRASES))].format(hand)
+    return text
 
 
 def parse_prompt(text: str) -> Move:
-    """The attributes a caption names, by keyword (exact on the task's own captions)."""
-    words = set(re.findall(r"[a-z]+", text.lower()))
-    # "raises the left hand and waves": wave wins over other verbs; "stands up" names no action
-    order = ("wave", "turn", "jump", "squat", "walk")
-    action = next((a for a in order if words & ACTION_WORDS[a]), None)
-    directions = [d for d, ws in DIRECTION_WORDS.items() if words & ws]
-    allowed = {"walk": ("forward", "backward"), "turn": ("left", "right"), "wave": ("left", "right")}.get(action, ())
-    direction = next((d for d in directions if d in allowed), None)
-    speed = next((s for s, ws in SPEED_WORDS.items() if words & ws), None)
-    return Move(action, direction, speed)
+    """The attributes a caption names, by keyword (exact on the task's own captions): the side word just
+    before 'hand'/'arm' is the waving hand, the remaining direction word the move's direction."""
+    words = re.findall(r"[a-z]+", text.lower())
+    hand = "none"
+    if set(words) & WAVE_WORDS:
+        for i, w in enumerate(words):
+            if w in LIMB_WORDS and i > 0 and words[i - 1] in ("left", "right"):
+                hand = words[i - 1]
+                words = words[: i - 1] + words[i + 1 :]
+                break
+    bag = set(words)
+    order = ("turn", "jump", "squat", "walk")  # "squats down and stands up": squat, not walk
+    action = next((a for a in order if bag & ACTION_WORDS[a]), None)
+    allowed = {"walk": ("forward", "backward"), "turn": ("left", "right")}.get(action, ())
+    direction = next((d for d, ws in DIRECTION_WORDS.items() if bag & ws and d in allowed), None)
+    speed = next((s for s, ws in SPEED_WORDS.items() if bag & ws), None)
+    return Move(action, direction, speed, hand)
 
 
-def noisy_caption(move: str, speed: str, rng: np.random.Generator, noise: float) -> str:
-    """With probability `noise`, a caption with one attribute wrong (speed flipped, direction flipped, or
-    another action); never a held-out combination, so held-out captions stay unseen."""
+def noisy_caption(move: str, speed: str, hand: str, rng: np.random.Generator, noise: float) -> str:
+    """With probability `noise`, a caption with one attribute wrong (another move, the other speed, or
+    another hand); never a held-out combination, so held-out captions stay unseen."""
     if rng.random() >= noise:
-        return caption(move, speed, rng)
+        return caption(move, speed, hand, rng)
     while True:
-        kind = rng.choice(["speed", "direction", "action"])
-        new_move, new_speed = move, speed
-        if kind == "speed":
-            new_speed = str(rng.choice([s for s in SPEEDS if s != speed]))
-        elif kind == "direction":
-            action, direction = MOVES[move]
-            if direction is None:
-                continue
-            new_move = next(m for m, (a, d) in MOVES.items() if a == action and d not in (direction, None))
+        kind = rng.choice(["move", "speed", "hand"])
+        new = [move, speed, hand]
+        if kind == "move":
+            new[0] = str(rng.choice([m for m in MOVES if m != move]))
+        elif kind == "speed":
+            new[1] = SPEEDS[1 - SPEEDS.index(speed)]
         else:
-            new_move = str(rng.choice([m for m in MOVES if MOVES[m][0] != MOVES[move][0]]))
-        if (new_move, new_speed) not in HELD_OUT:
-            return caption(new_move, new_speed, rng)
+            new[2] = str(rng.choice([h for h in HANDS if h != hand]))
+        if tuple(new) not in HELD_OUT:
+            return caption(*new, rng)
 
 
 # ---------------------------------------------------------------------------------------------- animation
 
-# clean rates of the three speeds (jittered ±12% per motion, ~1.7× apart); the verifier's thresholds sit between
+# clean rates of the two speeds (jittered ±12% per motion); the verifier's thresholds sit between them
 RATES = {
-    "walk": (0.5, 0.85, 1.45),  # root speed, m/s
-    "turn": (45.0, 80.0, 140.0),  # yaw rate, deg/s
-    "wave": (0.8, 1.4, 2.4),  # forearm oscillation, Hz
-    "jump": (0.5, 0.9, 1.7),  # jumps per second
-    "squat": (0.4, 0.75, 1.4),  # squats per second
+    "walk": (0.55, 1.4),  # root speed, m/s
+    "turn": (50.0, 140.0),  # yaw rate, deg/s
+    "jump": (0.6, 1.6),  # jumps per second
+    "squat": (0.45, 1.3),  # squats per second
 }
 JITTER = 0.12
+WAVE_HZ = 1.5  # forearm oscillation of a waving hand, at either speed
 
 
 def _rot(axis: str, angle) -> np.ndarray:
@@ -211,8 +234,16 @@ def _arms_swing(local: dict, swing) -> None:
     local[16], local[17] = _rot("x", -np.asarray(swing)), _rot("x", np.asarray(swing))
 
 
-def animate(move: str, speed: str, frames: int, rng: np.random.Generator) -> np.ndarray:
-    """Joint positions [frames, 22, 3] (metres, Y up, 20 fps) of one move at one speed."""
+def _wave(local: dict, hand: str, t: np.ndarray, rng: np.random.Generator) -> None:
+    """Raise one arm up and out to the side and swing its forearm from side to side."""
+    shoulder = 16 if hand == "left" else 17  # its elbow is shoulder + 2
+    out = 1.0 if hand == "left" else -1.0  # +X is the body's left
+    local[shoulder] = _rot("z", np.full(len(t), out * rng.uniform(2.3, 2.6)))
+    local[shoulder + 2] = _rot("z", out * 0.5 * np.sin(2 * np.pi * WAVE_HZ * t + rng.uniform(0, 2 * np.pi)))
+
+
+def animate(move: str, speed: str, hand: str, frames: int, rng: np.random.Generator) -> np.ndarray:
+    """Joint positions [frames, 22, 3] (metres, Y up, 20 fps) of one move at one speed, waving `hand`."""
     action, direction = MOVES[move]
     rate = RATES[action][SPEEDS.index(speed)] * rng.uniform(1 - JITTER, 1 + JITTER)
     t = np.arange(frames) / FPS
@@ -236,12 +267,6 @@ def animate(move: str, speed: str, frames: int, rng: np.random.Generator) -> np.
         phase = 2 * np.pi * (0.8 + rate / 150.0) * t + rng.uniform(0, 2 * np.pi)
         up_l, up_r = np.maximum(0, np.sin(phase)), np.maximum(0, -np.sin(phase))
         _legs(local, 0.4 * up_l, 0.4 * up_r, 0.8 * up_l, 0.8 * up_r)
-    elif action == "wave":
-        side = 16 if direction == "left" else 17  # shoulder of the waving arm; its elbow is side + 2
-        out = 1.0 if direction == "left" else -1.0  # +X is the body's left
-        local[side] = _rot("z", np.full(frames, out * rng.uniform(2.3, 2.6)))
-        local[side + 2] = _rot("z", out * 0.5 * np.sin(2 * np.pi * rate * t + rng.uniform(0, 2 * np.pi)))
-        local[3] = _rot("z", 0.03 * np.sin(2 * np.pi * 0.5 * t))  # a little sway of the trunk
     elif action == "jump":
         phase = (rate * t + rng.uniform(0.0, 0.1)) % 1.0  # 0..0.3 crouch and push, 0.3..1 flight
         ground = phase < 0.3
@@ -254,8 +279,9 @@ def animate(move: str, speed: str, frames: int, rng: np.random.Generator) -> np.
         depth = rng.uniform(0.95, 1.05) * 0.5 * (1 - np.cos(2 * np.pi * rate * t))  # 0 standing .. 1 deep
         _legs(local, 1.1 * depth, 1.1 * depth, 2.1 * depth, 2.1 * depth)
         local[3] = _rot("x", 0.45 * depth)  # lean forward
-        _arms_swing(local, 1.0 * depth)
-        local[17] = _rot("x", -1.0 * depth)  # both arms forward for balance
+        local[16], local[17] = _rot("x", -1.0 * depth), _rot("x", -1.0 * depth)  # both arms forward for balance
+    if hand != "none":
+        _wave(local, hand, t, rng)
     joints = pose(heading, local)
     feet = joints[:, [7, 8, 10, 11], 1].min(1)
     joints[..., 1] += (lift - feet)[:, None]  # lowest foot joint on the floor, plus the jump's flight
@@ -264,11 +290,11 @@ def animate(move: str, speed: str, frames: int, rng: np.random.Generator) -> np.
     return joints + rng.normal(0.0, 0.001, joints.shape)
 
 
-def render(move: str, speed: str, frames: int, rng: np.random.Generator) -> np.ndarray:
+def render(move: str, speed: str, hand: str, frames: int, rng: np.random.Generator) -> np.ndarray:
     """One motion as HumanML3D features [frames, 263] (the extractor eats one extra joint frame)."""
     from motion.skeleton import extract_features
 
-    return extract_features(animate(move, speed, frames + 1, rng))
+    return extract_features(animate(move, speed, hand, frames + 1, rng))
 
 
 # ---------------------------------------------------------------------------------------------- the verifier
@@ -281,14 +307,12 @@ MIN_TRAVEL = 0.25  # m/s of root travel that make a motion a walk
 AIRBORNE = 0.06  # all foot joints this far above the clip's floor = in the air (m)
 MIN_AIRBORNE = 0.15  # fraction of airborne frames that make a motion a jump
 MIN_DROP = 0.15  # root height range of a squat (m); clean squats reach 0.24-0.36, walks 0.08-0.13
-MIN_RAISED = 0.5  # fraction of frames with a raised hand that make a motion a wave
-# speed thresholds: geometric means of the two clean rates, in the units `measure` reports
-SPEED_THRESHOLDS = {  # (slow|normal, normal|quick): geometric means of adjacent speeds' median clean rates (smoothed)
-    "walk": (0.65, 1.09),  # net root speed, m/s (clean medians 0.48, 0.87, 1.37)
-    "turn": (58.0, 103.0),  # |yaw rate|, deg/s (44, 78, 135)
-    "wave": (0.53, 0.78),  # mean wrist speed relative to the neck, m/s (0.42, 0.67, 0.92)
-    "jump": (0.73, 1.16),  # peak |vertical root speed|, m/s (0.58, 0.91, 1.47)
-    "squat": (0.67, 1.14),  # peak |vertical root speed|, m/s (0.50, 0.89, 1.46)
+MIN_RAISED = 0.5  # fraction of frames with a raised wrist that make a hand a waving one
+SPEED_THRESHOLDS = {  # geometric means of the two speeds' median rates on clean motions (after smoothing)
+    "walk": 0.86,  # net root speed, m/s (clean medians 0.52 and 1.40)
+    "turn": 83.0,  # |yaw rate|, deg/s (49 and 141)
+    "jump": 0.95,  # peak |vertical root speed|, m/s (0.62 and 1.45)
+    "squat": 0.93,  # peak |vertical root speed|, m/s (0.60 and 1.44)
 }
 
 
@@ -303,7 +327,6 @@ class Measurements:
     forward: float  # mean root velocity along the facing direction, m/s (< 0 backwards)
     airborne: float  # fraction of frames with every foot joint above the floor + AIRBORNE
     drop: float  # root height range, m
-    wrist_speed: float  # mean speed of the higher wrist relative to the neck, m/s
     vertical_speed: float  # 90th percentile of |vertical root velocity|, m/s (peak speed, whatever the phase)
 
 
@@ -330,7 +353,7 @@ def measure(motion) -> Measurements:
 
     j = joints_of(motion)
     if len(j) < 4 or not np.isfinite(j).all():
-        return Measurements(0, 0, 0, 0, 0, 0, 0, 0, 0)
+        return Measurements(0, 0, 0, 0, 0, 0, 0, 0)
     j = j.copy()
     j[:, USED_JOINTS] = gaussian_filter1d(j[:, USED_JOINTS], SMOOTH_FRAMES, axis=0, mode="nearest")
     seconds = (len(j) - 1) / FPS
@@ -341,8 +364,6 @@ def measure(motion) -> Measurements:
     step = np.diff(root, axis=0) * FPS  # [T-1, 3] m/s
     forward = (step[:, [0, 2]] * facing[:-1][:, [0, 2]]).sum(-1)
     feet = j[:, FOOT_JOINTS, 1].min(1)
-    wrist = L_WRIST if j[:, L_WRIST, 1].mean() > j[:, R_WRIST, 1].mean() else R_WRIST
-    hand = j[:, wrist] - j[:, NECK]
     return Measurements(
         raised_left=raised[0],
         raised_right=raised[1],
@@ -351,15 +372,12 @@ def measure(motion) -> Measurements:
         forward=float(forward.mean()),
         airborne=float((feet > feet.min() + AIRBORNE).mean()),
         drop=float(np.ptp(root[:, 1])),
-        wrist_speed=float(np.linalg.norm(np.diff(hand, axis=0), axis=-1).mean() * FPS),
         vertical_speed=float(np.quantile(np.abs(step[:, 1]), 0.9)),
     )
 
 
 def classify_action(m: Measurements) -> str:
-    """Decision list: wave, turn, jump, walk, squat, else 'stand'."""
-    if max(m.raised_left, m.raised_right) > MIN_RAISED:
-        return "wave"
+    """Decision list: turn, jump, walk, squat, else 'stand'."""
     if abs(m.yaw_rate) > MIN_TURN:
         return "turn"
     if m.airborne > MIN_AIRBORNE:
@@ -371,72 +389,82 @@ def classify_action(m: Measurements) -> str:
     return "stand"
 
 
+def hand_of(m: Measurements) -> str:
+    """The waving hand: the one raised most often, if raised in more than MIN_RAISED of the frames."""
+    if max(m.raised_left, m.raised_right) <= MIN_RAISED:
+        return "none"
+    return "left" if m.raised_left > m.raised_right else "right"
+
+
 def direction_of(action: str, m: Measurements) -> str | None:
-    """The direction/side the motion shows for the requested action."""
+    """The direction the motion shows for the requested action."""
     if action == "walk":
         return "forward" if m.forward > 0 else "backward"
     if action == "turn":
         return "left" if m.yaw_rate > 0 else "right"
-    if action == "wave":
-        return "left" if m.raised_left > m.raised_right else "right"
     return None
 
 
 def rate_of(action: str, m: Measurements) -> float:
-    return {"walk": m.travel, "turn": abs(m.yaw_rate), "wave": m.wrist_speed, "jump": m.vertical_speed, "squat": m.vertical_speed}[action]
+    return {"walk": m.travel, "turn": abs(m.yaw_rate), "jump": m.vertical_speed, "squat": m.vertical_speed}[action]
 
 
 def speed_of(action: str, m: Measurements) -> str:
-    low, high = SPEED_THRESHOLDS[action]
-    rate = rate_of(action, m)
-    return "slowly" if rate <= low else "normally" if rate <= high else "quickly"
+    return "quickly" if rate_of(action, m) > SPEED_THRESHOLDS[action] else "slowly"
+
+
+ATTRIBUTES = ("action", "direction", "speed", "hand")
 
 
 @dataclass
 class Verdict:
-    """Per-attribute correctness of one motion for one prompt; `correct` = all three."""
+    """Per-attribute correctness of one motion for one prompt; `correct` = all four."""
 
     action: bool
     direction: bool
     speed: bool
+    hand: bool
     detected: str  # the action the motion shows
 
     @property
     def correct(self) -> bool:
-        return self.action and self.direction and self.speed
+        return self.action and self.direction and self.speed and self.hand
 
     @property
     def score(self) -> float:
-        """Fraction of the three attributes right (in [0, 1])."""
-        return (self.action + self.direction + self.speed) / 3.0
+        """Fraction of the four attributes right (in [0, 1])."""
+        return (self.action + self.direction + self.speed + self.hand) / 4.0
 
 
 def judge(m: Measurements, want: Move) -> Verdict:
     """The verdict of measurements against the attributes a prompt asks for (see `verify`)."""
     detected = classify_action(m)
+    hand_ok = hand_of(m) == want.hand
     if want.action is None:
-        return Verdict(True, True, want.speed is None, detected)
+        return Verdict(True, True, want.speed is None, hand_ok, detected)
     direction_ok = want.direction is None or direction_of(want.action, m) == want.direction
     speed_ok = want.speed is None or speed_of(want.action, m) == want.speed
-    return Verdict(detected == want.action, direction_ok, speed_ok, detected)
+    return Verdict(detected == want.action, direction_ok, speed_ok, hand_ok, detected)
 
 
 def verify(motion, want: Move | str) -> Verdict:
     """Score a motion (features [T, 263] or joints [T, 22, 3]) against a prompt or a Move.
 
     Direction and speed are judged on the quantity of the REQUESTED action (a motion that stands still
-    for "walk forward quickly" is slow whatever it does); attributes the prompt does not name count as
-    right; a prompt naming no action can only be right on what it names."""
+    for "walk forward quickly" is slow whatever it does); a direction or speed the prompt does not name
+    counts as right; a prompt that names no waving asks for no raised hand."""
     return judge(measure(motion), parse_prompt(want) if isinstance(want, str) else want)
 
 
 def shared_readings(ma: Measurements, mb: Measurements) -> float:
-    """The fraction of verifier readings (action, direction of the first motion's action, speed) two
-    motions share, in [0, 1]."""
+    """The fraction of verifier readings (action, direction and speed of the first motion's action,
+    waving hand) two motions share, in [0, 1]."""
     action = classify_action(ma)
+    same_hand = hand_of(ma) == hand_of(mb)
     if action == "stand":
-        return float(classify_action(mb) == "stand")
-    same = [action == classify_action(mb), direction_of(action, ma) == direction_of(action, mb), speed_of(action, ma) == speed_of(action, mb)]
+        return (float(classify_action(mb) == "stand") + same_hand) / 2
+    same = [action == classify_action(mb), direction_of(action, ma) == direction_of(action, mb),
+            speed_of(action, ma) == speed_of(action, mb), same_hand]  # fmt: skip
     return float(np.mean(same))
 
 
@@ -451,10 +479,10 @@ def similarity(a, b) -> float:
 @dataclass
 class BuildSettings:
     seed: int = 0
-    train_per_combo: int = 40  # motions of each of the 18 training combinations
-    val_per_combo: int = 6  # fresh motions of the training combinations
-    test_heldout_per_combo: int = 30  # motions of each of the 6 held-out combinations (test only)
-    test_seen_per_combo: int = 8  # fresh motions of the training combinations in the test split
+    train_per_combo: int = 24  # motions of each of the 27 training combinations
+    val_per_combo: int = 4  # fresh motions of the training combinations
+    test_heldout_per_combo: int = 20  # motions of each of the 9 held-out combinations (test only)
+    test_seen_per_combo: int = 6  # fresh motions of the training combinations in the test split
     captions_per_motion: int = 3
     frames: tuple[int, int] = (40, 52)  # feature rows per motion (2.0-2.6 s)
     noise: float = 0.35  # probability that a caption of the noisy copy names one attribute wrong
@@ -488,34 +516,33 @@ def build(out_dir: str | Path, settings: BuildSettings | None = None, progress: 
             return out
         raise UserError(f"{out} holds a moves dataset built with other settings; choose another directory or delete it")
     rng = np.random.default_rng([settings.seed, 20])
-    plan = []  # (split, move, speed)
-    for move, speed in COMBOS:
-        held = (move, speed) in HELD_OUT
-        counts = {"test": settings.test_heldout_per_combo} if held else {
+    plan = []  # (split, combo)
+    for combo in COMBOS:
+        counts = {"test": settings.test_heldout_per_combo} if combo in HELD_OUT else {
             "train": settings.train_per_combo, "val": settings.val_per_combo, "test": settings.test_seen_per_combo}  # fmt: skip
-        plan += [(split, move, speed) for split, n in counts.items() for _ in range(n)]
+        plan += [(split, combo) for split, n in counts.items() for _ in range(n)]
     for sub in ("new_joint_vecs", "texts", "noisy/new_joint_vecs", "noisy/texts"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     splits: dict[str, list[str]] = {"train": [], "val": [], "test": [], "test_heldout": [], "test_seen": []}
     labels, train_motions = {}, []
     from tqdm.auto import tqdm
 
-    for i, (split, move, speed) in enumerate(tqdm(plan, desc="moves data", disable=not progress, leave=False)):
+    for i, (split, combo) in enumerate(tqdm(plan, desc="moves data", disable=not progress, leave=False)):
         name = f"{i:06d}"
         frames = int(rng.integers(settings.frames[0], settings.frames[1] + 1))
-        motion = render(move, speed, frames, rng)
+        motion = render(*combo, frames, rng)
         np.save(out / "new_joint_vecs" / f"{name}.npy", motion)
-        lines = [_tokens_line(caption(move, speed, rng)) for _ in range(settings.captions_per_motion)]
+        lines = [_tokens_line(caption(*combo, rng)) for _ in range(settings.captions_per_motion)]
         (out / "texts" / f"{name}.txt").write_text("\n".join(lines) + "\n")
         splits[split].append(name)
         if split == "test":
-            splits["test_heldout" if (move, speed) in HELD_OUT else "test_seen"].append(name)
+            splits["test_heldout" if combo in HELD_OUT else "test_seen"].append(name)
         if split == "train":
             train_motions.append(motion)
             _link_or_copy(out / "new_joint_vecs" / f"{name}.npy", out / "noisy" / "new_joint_vecs" / f"{name}.npy")
-            noisy = [_tokens_line(noisy_caption(move, speed, rng, settings.noise)) for _ in range(settings.captions_per_motion)]
+            noisy = [_tokens_line(noisy_caption(*combo, rng, settings.noise)) for _ in range(settings.captions_per_motion)]
             (out / "noisy" / "texts" / f"{name}.txt").write_text("\n".join(noisy) + "\n")
-        labels[name] = {"move": move, "speed": speed, "split": split}
+        labels[name] = {"move": combo[0], "speed": combo[1], "hand": combo[2], "split": split}
     stacked = np.concatenate(train_motions)
     mean, std = stacked.mean(0).astype(np.float32), np.maximum(stacked.std(0), 1e-2).astype(np.float32)
     for root in (out, out / "noisy"):
@@ -531,14 +558,9 @@ def build(out_dir: str | Path, settings: BuildSettings | None = None, progress: 
     return out
 
 
-def heldout_prompts(rng: np.random.Generator, per_combo: int) -> list[tuple[str, Move]]:
-    """Fresh captions of the held-out combinations (per_combo of each), for evaluation."""
-    return [(caption(m, s, rng), Move.of(m, s)) for m, s in HELD_OUT for _ in range(per_combo)]
-
-
-def seen_prompts(rng: np.random.Generator, per_combo: int) -> list[tuple[str, Move]]:
-    """Fresh captions of the training combinations."""
-    return [(caption(m, s, rng), Move.of(m, s)) for m, s in TRAIN_COMBOS for _ in range(per_combo)]
+def prompts_for(combos, per_combo: int, rng: np.random.Generator) -> list[tuple[str, Move]]:
+    """Fresh captions (synonyms drawn from rng), per_combo for each combination, with their Moves."""
+    return [(caption(*c, rng), Move.of(*c)) for c in combos for _ in range(per_combo)]
 
 
 def write_feedback(directory: str | Path, motions, prompts) -> dict[str, Path]:
@@ -584,7 +606,6 @@ MEANINGS = (
     ("jump", "hop"),
     ("squat", "crouch"),
     ("slowly", "slow", "gently", "carefully"),
-    ("normally", "normal", "moderate", "steadily", "even"),
     ("quickly", "fast", "rapidly", "briskly"),
     ("person", "someone", "man", "woman", "figure"),
 )
@@ -628,6 +649,9 @@ def _lemma_of(word: str) -> str:
 TEXT_SPECIAL = ("<pad>", "<|startoftext|>", "<unk>", "<|endoftext|>")  # ids 0..3 (eos != 2: pooled at the first eos)
 
 
+SIDED_LIMBS = tuple(f"{side} {limb}" for side in ("left", "right") for limb in ("hand", "arm"))  # one token each
+
+
 def write_text_encoder(out_dir: Path, glove_dir: Path, max_length: int = 77) -> Path:
     """A bag-of-words sentence encoder in CLIP's format (`CLIPTextModelWithProjection` + a word-level
     tokenizer), loadable by `motion.text.load_clip` as `model.text_encoder`.
@@ -636,9 +660,12 @@ def write_text_encoder(out_dir: Path, glove_dir: Path, max_length: int = 77) -> 
     the one attention layer attends uniformly (zero queries), values and output are the identity, the MLP
     and position embeddings are zero. The pooled end-of-text state is then the layer-normalised mean of
     the normalised word vectors: a compositional sentence feature, as a pretrained CLIP would give, where
-    a random tiny CLIP mixes words so that unseen attribute combinations land far from their parts."""
+    a random tiny CLIP mixes words so that unseen attribute combinations land far from their parts.
+    "left hand", "right hand", "left arm" and "right arm" are single tokens (vector = side + limb + its
+    own part), so "turns left while waving the right hand" and "turns right while waving the left hand"
+    differ although a bag of single words could not tell them apart."""
     import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection, PreTrainedTokenizerFast
 
     from motion.glove import WordVectorizer
@@ -646,11 +673,15 @@ def write_text_encoder(out_dir: Path, glove_dir: Path, max_length: int = 77) -> 
     glove = WordVectorizer.load(glove_dir)
     words = sorted({w for group in MOVE_PHRASES.values() for p in group for w in p.split()}
                    | {w for group in SPEED_PHRASES.values() for p in group for w in p.split()}
+                   | {w for p in HAND_PHRASES for w in p.replace("{}", "").split()}
                    | {w for s in SUBJECTS for w in s.split()} | set(glove.word_to_index) - {"sos", "eos", "unk"})  # fmt: skip
+    merged = [pair.replace(" ", "_") for pair in SIDED_LIMBS]
     vocab = {tok: i for i, tok in enumerate(TEXT_SPECIAL)}
-    vocab.update({w: len(TEXT_SPECIAL) + i for i, w in enumerate(words)})
+    vocab.update({w: len(TEXT_SPECIAL) + i for i, w in enumerate(words + merged)})
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.normalizer = normalizers.Sequence(
+        [normalizers.Lowercase()] + [normalizers.Replace(Regex(rf"\b{p}\b"), p.replace(" ", "_")) for p in SIDED_LIMBS]
+    )
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", 1), ("<|endoftext|>", 3)]
@@ -662,14 +693,20 @@ def write_text_encoder(out_dir: Path, glove_dir: Path, max_length: int = 77) -> 
                             num_attention_heads=1, max_position_embeddings=max_length, projection_dim=dim,
                             pad_token_id=0, bos_token_id=1, eos_token_id=3)  # fmt: skip
     model = CLIPTextModelWithProjection(config)
+    vector = lambda w: torch.from_numpy(glove[w + "/OTHER"][0])  # noqa: E731
+    own = np.random.default_rng(11)
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
         emb = model.text_model.embeddings.token_embedding.weight
         for w, i in vocab.items():
-            lemma = _lemma_of(w) if w not in TEXT_SPECIAL else None
+            lemma = _lemma_of(w) if w not in TEXT_SPECIAL and w not in merged else None
             if lemma in glove and lemma != "unk":
-                emb[i] = torch.from_numpy(glove[lemma + "/OTHER"][0])
+                emb[i] = vector(lemma)
+        for w in merged:
+            side, limb = w.split("_")
+            extra = torch.from_numpy(own.normal(size=dim) * 3.0 / np.sqrt(dim)).float()
+            emb[vocab[w]] = 0.6 * vector(side) + 0.6 * vector(limb) + 0.5 * extra
         layer = model.text_model.encoder.layers[0]
         layer.self_attn.v_proj.weight.copy_(torch.eye(dim))
         layer.self_attn.out_proj.weight.copy_(torch.eye(dim))

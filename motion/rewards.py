@@ -3,9 +3,9 @@
 Both score de-normalised HumanML3D features [T, 263] (what the motion adapter's `decode` returns)
 against their prompts, in [0, 1], higher = better, and give SoPo its motion–motion similarity S:
 
-- "moves" (`MovesReward`): the exact verifier of `motion.moves`; score = fraction of the prompt's three
-  attributes (action, direction/side, speed) the motion gets right (0, 1/3, 2/3, 1); similarity = the
-  fraction of verifier readings two motions share. No weights.
+- "moves" (`MovesReward`): the exact verifier of `motion.moves`; score = fraction of the prompt's four
+  attributes (action, direction, speed, waving hand) the motion gets right (0, 1/4, ..., 1); similarity =
+  the fraction of verifier readings two motions share. No weights.
 - "t2m" (`T2MReward`): the T2M evaluator (`reward.models[].path` = an evaluator run directory holding
   `model/finest.tar` and `meta/{mean,std}.npy`, or the finest.tar itself); score = (1 + cos(text
   embedding, motion embedding)) / 2, similarity = (1 + cos) / 2 of two motion embeddings. Word vectors

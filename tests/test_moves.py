@@ -17,65 +17,70 @@ FLIP_DIRECTION = {"forward": "backward", "backward": "forward", "left": "right",
 
 @pytest.fixture(scope="module")
 def clean():
-    """Two jittered motions of each of the 24 combinations, as features."""
+    """A jittered motion of each of the 36 combinations, as features."""
     rng = np.random.default_rng(3)
-    return [(m, s, moves.render(m, s, int(rng.integers(40, 53)), rng)) for m, s in moves.COMBOS for _ in range(2)]
+    return [(combo, moves.render(*combo, int(rng.integers(40, 53)), rng)) for combo in moves.COMBOS]
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    settings = moves.BuildSettings(seed=1, train_per_combo=2, val_per_combo=1, test_heldout_per_combo=2,
+    settings = moves.BuildSettings(seed=1, train_per_combo=1, val_per_combo=1, test_heldout_per_combo=1,
                                    test_seen_per_combo=1, noise=0.5)  # fmt: skip
     return moves.build(tmp_path_factory.mktemp("moves"), settings)
 
 
+def flags(verdict):
+    return verdict.action, verdict.direction, verdict.speed, verdict.hand
+
+
 def test_clean_motions_score_one_on_every_attribute(clean):
-    for move, speed, features in clean:
-        for want in (moves.Move.of(move, speed), moves.caption(move, speed, np.random.default_rng(0))):
+    for combo, features in clean:
+        for want in (moves.Move.of(*combo), moves.caption(*combo, np.random.default_rng(0))):
             verdict = moves.verify(features, want)
-            assert (verdict.action, verdict.direction, verdict.speed) == (True, True, True), (move, speed, verdict)
-            assert verdict.score == 1.0 and verdict.detected == moves.MOVES[move][0]
+            assert flags(verdict) == (True, True, True, True), (combo, verdict)
+            assert verdict.score == 1.0 and verdict.detected == moves.MOVES[combo[0]][0]
 
 
 def test_each_wrong_attribute_is_caught(clean):
-    for move, speed, features in clean:
+    for (move, speed, hand), features in clean:
         action, direction = moves.MOVES[move]
-        for other_speed in set(moves.SPEEDS) - {speed}:
-            wrong_speed = moves.verify(features, moves.Move(action, direction, other_speed))
-            assert (wrong_speed.action, wrong_speed.direction, wrong_speed.speed) == (True, True, False)
-            assert wrong_speed.score == pytest.approx(2 / 3)
+        other_speed = "slowly" if speed == "quickly" else "quickly"
+        wrong_speed = moves.verify(features, moves.Move(action, direction, other_speed, hand))
+        assert flags(wrong_speed) == (True, True, False, True) and wrong_speed.score == 0.75
+        for other_hand in set(moves.HANDS) - {hand}:
+            assert flags(moves.verify(features, moves.Move(action, direction, speed, other_hand))) == (True, True, True, False)
         if direction is not None:
-            wrong_side = moves.verify(features, moves.Move(action, FLIP_DIRECTION[direction], speed))
-            assert (wrong_side.action, wrong_side.direction, wrong_side.speed) == (True, False, True)
+            wrong_side = moves.verify(features, moves.Move(action, FLIP_DIRECTION[direction], speed, hand))
+            assert flags(wrong_side) == (True, False, True, True)
         for other in {a for a, _ in moves.MOVES.values()} - {action}:
-            other_dir = {"walk": "forward", "turn": "left", "wave": "left"}.get(other)
-            assert not moves.verify(features, moves.Move(other, other_dir, speed)).action
+            other_dir = {"walk": "forward", "turn": "left"}.get(other)
+            assert not moves.verify(features, moves.Move(other, other_dir, speed, hand)).action
 
 
 def test_a_standing_body_is_no_action_and_slow():
     rest = moves.pose(np.zeros(45), {})
     rest[..., 1] -= rest[..., 1].min()
     verdict = moves.verify(extract_features(rest), "a person jumps quickly")
-    assert verdict.detected == "stand" and not verdict.action and not verdict.speed
+    assert verdict.detected == "stand" and flags(verdict) == (False, True, False, True)
 
 
 def test_verifier_reads_joints_and_features_alike(clean):
-    move, speed, features = clean[5]
+    combo, features = clean[5]
     joints = recover_from_ric(features)
-    assert moves.verify(joints, moves.Move.of(move, speed)).correct
+    assert moves.verify(joints, moves.Move.of(*combo)).correct
     assert moves.measure(joints) == moves.measure(features)
 
 
 @pytest.mark.parametrize("move", list(moves.MOVES))
 def test_joints_features_joints_round_trip(move):
-    joints = moves.animate(move, "quickly", 45, np.random.default_rng(11))
+    joints = moves.animate(move, "quickly", "left", 45, np.random.default_rng(11))
     recovered = recover_from_ric(extract_features(joints))
     assert recovered.shape == (44, 22, 3)
     assert np.abs(recovered - canonicalize(joints)[:-1]).max() < 1e-4
 
 
 def test_turn_left_is_counterclockwise_seen_from_above():
-    joints = moves.animate("turn_left", "slowly", 41, np.random.default_rng(0))
+    joints = moves.animate("turn_left", "slowly", "none", 41, np.random.default_rng(0))
     facing = joints[:, 2] - joints[:, 1]  # right hip − left hip points to the body's right
     start, end = facing[0, [0, 2]], facing[-1, [0, 2]]
     cross_y = start[1] * end[0] - start[0] * end[1]  # (start × end)·ŷ for XZ vectors
@@ -84,22 +89,23 @@ def test_turn_left_is_counterclockwise_seen_from_above():
 
 def test_captions_parse_back_to_their_attributes():
     rng = np.random.default_rng(0)
-    for move, speed in moves.COMBOS:
+    for combo in moves.COMBOS:
         for _ in range(30):
-            assert moves.parse_prompt(moves.caption(move, speed, rng)) == moves.Move.of(move, speed)
-    assert moves.parse_prompt("someone turns counterclockwise fast") == moves.Move("turn", "left", "quickly")
-    assert moves.parse_prompt("a person stands still") == moves.Move(None, None, None)
+            assert moves.parse_prompt(moves.caption(*combo, rng)) == moves.Move.of(*combo)
+    assert moves.parse_prompt("someone turns counterclockwise fast") == moves.Move("turn", "left", "quickly", "none")
+    assert moves.parse_prompt("a man turns to the left while waving the right hand").combo == ("turn_left", None, "right")
+    assert moves.parse_prompt("a person stands still") == moves.Move(None, None, None, "none")
 
 
 def test_noisy_captions_never_name_a_held_out_combination():
     rng = np.random.default_rng(0)
     wrong = 0
-    for move, speed in moves.TRAIN_COMBOS:
-        for _ in range(200):
-            got = moves.parse_prompt(moves.noisy_caption(move, speed, rng, noise=0.35))
-            assert (got.move, got.speed) not in moves.HELD_OUT
-            wrong += (got.move, got.speed) != (move, speed)
-    assert 0.30 < wrong / (200 * len(moves.TRAIN_COMBOS)) < 0.40
+    for combo in moves.TRAIN_COMBOS:
+        for _ in range(100):
+            got = moves.parse_prompt(moves.noisy_caption(*combo, rng, noise=0.35)).combo
+            assert got not in moves.HELD_OUT
+            wrong += got != combo
+    assert 0.30 < wrong / (100 * len(moves.TRAIN_COMBOS)) < 0.40
 
 
 def test_dataset_splits_hold_out_combinations(dataset):
@@ -107,19 +113,23 @@ def test_dataset_splits_hold_out_combinations(dataset):
     labels = meta["labels"]
     held = {tuple(c) for c in meta["held_out"]}
     assert held == set(moves.HELD_OUT)
+    combo = lambda name: (labels[name]["move"], labels[name]["speed"], labels[name]["hand"])  # noqa: E731
     split = lambda name, root=dataset: (root / f"{name}.txt").read_text().split()  # noqa: E731
     for root in (dataset, dataset / "noisy"):
         for name in split("train", root):
-            assert (labels[name]["move"], labels[name]["speed"]) not in held
+            assert combo(name) not in held
             for line in (root / "texts" / f"{name}.txt").read_text().splitlines():
-                parsed = moves.parse_prompt(line.split("#")[0])
-                assert (parsed.move, parsed.speed) not in held
-    assert {(labels[n]["move"], labels[n]["speed"]) for n in split("test_heldout")} == held
+                assert moves.parse_prompt(line.split("#")[0]).combo not in held
+    assert {combo(n) for n in split("test_heldout")} == held
+    trained = {combo(n) for n in split("train")}
+    for c in held:  # every pair of a held-out combination's values is in training
+        for i, j in ((0, 1), (0, 2), (1, 2)):
+            assert any(t[i] == c[i] and t[j] == c[j] for t in trained), (c, i, j)
     assert set(split("test")) == set(split("test_heldout")) | set(split("test_seen"))
     for name in split("val") + split("test"):
         line = (dataset / "texts" / f"{name}.txt").read_text().splitlines()[0]
         caption, tokens, start, end = line.split("#")
-        assert moves.parse_prompt(caption) == moves.Move.of(labels[name]["move"], labels[name]["speed"])
+        assert moves.parse_prompt(caption) == moves.Move.of(*combo(name))
         assert all(re.fullmatch(r"[a-z]+/[A-Z]+", t) for t in tokens.split()) and (start, end) == ("0.0", "0.0")
     features = np.load(dataset / "new_joint_vecs" / f"{split('train')[0]}.npy")
     assert features.shape[1] == 263 and 40 <= len(features) <= 52
@@ -129,7 +139,7 @@ def test_dataset_splits_hold_out_combinations(dataset):
 def test_rebuilding_with_other_settings_is_refused(dataset):
     from genpref.errors import UserError
 
-    assert moves.build(dataset, moves.BuildSettings(seed=1, train_per_combo=2, val_per_combo=1, test_heldout_per_combo=2,
+    assert moves.build(dataset, moves.BuildSettings(seed=1, train_per_combo=1, val_per_combo=1, test_heldout_per_combo=1,
                                                     test_seen_per_combo=1, noise=0.5)) == dataset  # fmt: skip
     with pytest.raises(UserError, match="other settings"):
         moves.build(dataset, moves.BuildSettings(seed=2))
@@ -161,14 +171,18 @@ def test_text_encoder_is_a_bag_of_words(dataset):
     assert torch.allclose(got, expected, atol=1e-3)
     same_words = encoder(["quickly a man jumps"])[0]  # word order does not matter
     assert torch.allclose(got, same_words, atol=1e-4)
+    # ... except that a side word before "hand"/"arm" is one token with it
+    left_turn, right_turn = encoder(["someone turns left while waving the right hand", "someone turns right while waving the left hand"])
+    assert not torch.allclose(left_turn, right_turn, atol=1e-2)
 
 
 def test_moves_reward_scores_and_similarity(clean):
     from motion.rewards import MovesReward
 
     reward = MovesReward()
-    motions = [clean[0][2], clean[4][2]]  # walk forward slowly, walk backward slowly
+    motions = [clean[0][1], clean[6][1]]  # walk forward slowly / walk backward slowly, neither waving
+    assert clean[0][0] == ("walk_forward", "slowly", "none") and clean[6][0] == ("walk_backward", "slowly", "none")
     scores = reward.score(motions, ["a person walks forward slowly", "a person walks forward slowly"])
-    assert scores.tolist() == pytest.approx([1.0, 2 / 3])
+    assert scores.tolist() == pytest.approx([1.0, 0.75])
     assert reward.similarity(motions, motions).tolist() == [1.0, 1.0]
-    assert reward.similarity(motions[:1], motions[1:]).item() == pytest.approx(2 / 3)  # same action and speed
+    assert reward.similarity(motions[:1], motions[1:]).item() == pytest.approx(0.75)  # all but the direction

@@ -1,0 +1,594 @@
+"""The motion half of `genpref demo` and `genpref bench quality`: the `moves` task end to end.
+
+run_demo: task data (motion.moves) -> the shipped base MDM and T2M evaluator (or train them) ->
+fine-tune with the default preference recipe (SoPo, configs/motion/moves_sopo.yaml) and the plain-SFT
+control (moves_sft.yaml) at the same steps and batch -> evaluate base, SoPo and SFT with the same
+initial noise per prompt: verifier accuracy on held-out attribute combinations (exact), and the T2M
+metrics (R-precision, MM-Dist, FID) of the test split -> results with 95% intervals (Wilson for
+proportions, paired bootstrap for differences, exact McNemar) and figures (pose strips, animations).
+bench_quality: every objective with a moves config, several seeds each, against the same base samples.
+The recipes are the YAML files in configs/motion/, read as they are with only paths and seeds overridden.
+
+    python -m motion.demo demo OUT_DIR [--seed 0]
+    python -m motion.demo bench OUT_DIR [--seeds 0 1 2] [--arms sft sopo] [--steps N]
+    python -m motion.demo assets [--data data/moves] [--work runs/moves-assets]   # rebuild the shipped weights
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genpref import stats
+from genpref.errors import UserError
+from motion import moves
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs" / "motion"
+ASSETS = Path(__file__).resolve().parent / "assets" / "moves"
+BASE = ASSETS / "base" / "model.pt"  # MDM (released layout, args.json beside it)
+EVALUATOR = ASSETS / "evaluator"  # model/finest.tar + meta/{mean,std}.npy
+RECIPE = "sopo"  # the default motion preference recipe
+# bench arms: name -> config file in configs/motion/ (each fine-tunes the same base)
+ARMS = {
+    "sft": "moves_sft.yaml",
+    "sopo": "moves_sopo.yaml",
+    "sopo_open": "moves_sopo_open.yaml",
+    "dpo": "moves_dpo.yaml",
+    "kto": "moves_kto.yaml",
+    "dro": "moves_dro.yaml",
+    "oaif": "moves_oaif.yaml",
+}
+# the base MDM of the moves task: 3 layers, 96 wide (0.32 M parameters), 100-step cosine schedule
+BASE_MDM = {"latent_dim": 96, "ff_size": 192, "num_layers": 3, "num_heads": 4, "diffusion_steps": 100}
+EVAL = {"per_combo": 40, "frames": 48, "steps": 10, "solver": "dpmsolver++", "t2m_passes": 2}
+CURVES = ("loss", "implicit_acc", "open_gate", "reward_l", "reward_online", "e_ratio_w", "margin")
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+
+
+def recipe_config(file: str, overrides: dict):
+    """configs/motion/<file> with dotted-key overrides applied (values as Python objects)."""
+    from genpref.config import ConfigError, from_dict, read_yaml
+
+    path = CONFIGS / file
+    if not path.is_file():
+        raise UserError(f"{path} not found: the demo reads the recipes in the repository's configs/motion/")
+    data = read_yaml(path)
+    for key, value in overrides.items():
+        node = data
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    try:
+        return from_dict(data)
+    except ConfigError as err:
+        raise UserError(f"{path}: {err}") from None
+
+
+def write_initial_model(out_dir: Path, seed: int = 0) -> Path:
+    """A randomly initialised BASE_MDM (released layout) conditioned on the moves text encoder (300-d)."""
+    from motion.mdm import MDM, released_args, save_mdm
+
+    size = {k: v for k, v in BASE_MDM.items() if k != "diffusion_steps"}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MDM(**size, clip_dim=300, mask_frames=True, pos_embed_max_len=256)
+    return save_mdm(model, out_dir, released_args(model, BASE_MDM["diffusion_steps"]))
+
+
+def pretrain_base(data_root: Path, run_dir: Path, seed: int = 0) -> Path:
+    """configs/motion/moves_base.yaml from a fresh BASE_MDM: SFT on the noisy captions."""
+    from genpref.train import train
+
+    init = write_initial_model(run_dir.parent / f"{run_dir.name}-init", seed)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    train(recipe_config("moves_base.yaml", {"model.path": str(init), "model.text_encoder": str(data_root / "text_encoder"),
+                                            "data.root": str(data_root / "noisy"), "train.output_dir": str(run_dir),
+                                            "train.seed": seed}))  # fmt: skip
+    return run_dir / "final" / "model.pt"
+
+
+EVALUATOR_ARGS = ["--epochs", "40", "--decomp-epochs", "20", "--movement-hidden", "128", "--movement-latent", "128",
+                  "--text-hidden", "128", "--motion-hidden", "128", "--coemb", "128", "--batch-size", "32",
+                  "--lr", "1e-3"]  # fmt: skip
+
+
+def train_evaluator(data_root: Path, run_dir: Path, seed: int = 0) -> Path:
+    """A small T2M evaluator on the moves data (python -m motion.train_evaluator with EVALUATOR_ARGS)."""
+    from motion import train_evaluator as te
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+    te.run(te.parse_args(["--root", str(data_root), "--glove", str(data_root / "glove"), "--out", str(run_dir),
+                          "--seed", str(seed), "--device", "cpu", *EVALUATOR_ARGS]))  # fmt: skip
+    shutil.copytree(data_root / "glove", run_dir / "glove", dirs_exist_ok=True)
+    return run_dir
+
+
+def base_and_evaluator(out_dir: Path, data_root: Path, seed: int = 0) -> tuple[Path, Path]:
+    """The shipped base MDM and evaluator, or (when missing) ones trained now (tens of minutes on a CPU)."""
+    import warnings
+
+    base, evaluator = BASE, EVALUATOR
+    if not base.is_file():
+        warnings.warn(f"{BASE} is missing: pretraining the base now (python -m motion.demo assets ships it)", stacklevel=2)
+        base = out_dir / "runs" / "base" / "final" / "model.pt"
+        if not base.is_file():
+            base = pretrain_base(data_root, out_dir / "runs" / "base", seed)
+    if not (evaluator / "model" / "finest.tar").is_file():
+        warnings.warn(f"{EVALUATOR} is missing: training the T2M evaluator now", stacklevel=2)
+        evaluator = out_dir / "runs" / "evaluator"
+        if not (evaluator / "model" / "finest.tar").is_file():
+            train_evaluator(data_root, evaluator, seed)
+    return base, evaluator
+
+
+def common_overrides(base: Path, data_root: Path, evaluator: Path, seed: int) -> dict:
+    return {"model.path": str(base), "model.text_encoder": str(data_root / "text_encoder"), "data.root": str(data_root),
+            "train.seed": seed, "train.sample_prompts": [], "train.checkpoint_every": 0, "eval.evaluator": str(evaluator)}  # fmt: skip
+
+
+def with_reward_paths(cfg, evaluator: Path):
+    """Point every t2m reward of a recipe at the evaluator in use."""
+    for spec in cfg.reward.models:
+        if spec.name == "t2m":
+            spec.path = str(evaluator)
+    return cfg
+
+
+def train_arm(file: str, run_dir: Path, overrides: dict) -> float:
+    """Fine-tune one recipe into a fresh run_dir; returns the wall time in seconds."""
+    from genpref.train import train
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cfg = with_reward_paths(recipe_config(file, {"train.output_dir": str(run_dir), **overrides}), Path(overrides["eval.evaluator"]))
+    start = time.perf_counter()
+    train(cfg)
+    return time.perf_counter() - start
+
+
+def load_model(checkpoint: Path, data_root: Path):
+    """An MDM adapter for `checkpoint` (model.pt with args.json) with the task's text encoder and statistics."""
+    from genpref import build
+    from genpref.config import from_dict
+
+    cfg = from_dict({"model": {"kind": "mdm", "path": str(checkpoint), "text_encoder": str(data_root / "text_encoder")},
+                     "data": {"root": str(data_root), "max_motion_length": 52}, "objective": {"name": "sft"},
+                     "online": {"solver": EVAL["solver"]}, "train": {"output_dir": str(data_root / "unused")}})  # fmt: skip
+    return build.build_adapter(cfg, torch.device("cpu"), torch.float32)
+
+
+def prompt_batch(adapter, texts: Sequence[str], lengths: Sequence[int]):
+    """A generation batch for `texts` with the given motion lengths (frames)."""
+    batch = adapter.encode_prompts(list(texts))
+    lengths = torch.as_tensor(list(lengths), device=batch.cond["lengths"].device)
+    batch.cond["lengths"] = lengths
+    batch.mask = adapter.codec.mask(lengths)
+    return batch
+
+
+def sample(adapter, texts: Sequence[str], lengths: Sequence[int], seed: int, chunk: int = 64, progress: bool = False,
+           desc: str = "sample") -> list[np.ndarray]:  # fmt: skip
+    """De-normalised features, one motion per text; the noise of chunk c depends on (seed, c) only, so
+    every model evaluated on the same list sees the same initial noise for every prompt."""
+    from tqdm.auto import tqdm
+
+    out = []
+    for start in tqdm(range(0, len(texts), chunk), desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+        batch = prompt_batch(adapter, texts[start : start + chunk], lengths[start : start + chunk])
+        generator = torch.Generator().manual_seed(seed * 100_003 + start // chunk)
+        x0 = adapter.generate(batch, generator=generator, num_steps=EVAL["steps"])
+        out.extend(adapter.decode(x0, batch))
+    return out
+
+
+def verify_all(motions: Sequence[np.ndarray], wants: Sequence[moves.Move]) -> dict[str, np.ndarray]:
+    """Per-sample verifier arrays: action, direction, speed, hand, all (every attribute right), score."""
+    verdicts = [moves.verify(m, w) for m, w in zip(motions, wants)]
+    out = {a: np.array([getattr(v, a) for v in verdicts], dtype=bool) for a in moves.ATTRIBUTES}
+    out["all"] = np.array([v.correct for v in verdicts], dtype=bool)
+    out["score"] = np.array([v.score for v in verdicts])
+    return out
+
+
+def eval_prompts(combos: Sequence[tuple[str, str, str]], per_combo: int, seed: int) -> tuple[list[str], list[moves.Move]]:
+    """Fresh captions (synonyms drawn from `seed`) for each combination."""
+    pairs = moves.prompts_for(combos, per_combo, np.random.default_rng([seed, 31]))
+    return [p for p, _ in pairs], [w for _, w in pairs]
+
+
+def r_precision_hits(text_emb: np.ndarray, motion_emb: np.ndarray, group: int = 32, top_k: int = 3) -> np.ndarray:
+    """[rows, top_k] booleans: row i's own motion is among the k nearest of its group of `group`
+    consecutive rows (T2M protocol: Euclidean distance, incomplete last group dropped)."""
+    from motion.metrics import euclidean_distance_matrix
+
+    rows = len(text_emb) // group * group
+    t = text_emb[:rows].reshape(-1, group, text_emb.shape[1])
+    m = motion_emb[:rows].reshape(-1, group, motion_emb.shape[1])
+    dist = euclidean_distance_matrix(t, m)  # [G, group, group]
+    own = np.diagonal(dist, axis1=1, axis2=2)[..., None]
+    rank = (dist < own).sum(-1).reshape(-1)  # motions strictly closer than the matched one
+    return rank[:, None] < np.arange(1, top_k + 1)[None, :]
+
+
+def t2m_pass(reward, split, adapters: dict, seed: int, progress: bool) -> dict:
+    """One T2M pass over the test split (caption + crop per entry, shuffled; rows of complete groups of
+    32): per-row R-precision hits and matched distances for every model, FID against the real motions."""
+    from motion.eval_data import sample_pass
+    from motion.metrics import fid
+
+    drawn = sample_pass(split, np.random.default_rng([seed, 41]))
+    rows = len(drawn.captions) // 32 * 32
+    texts, lengths = drawn.captions[:rows], drawn.lengths[:rows]
+    text_emb = reward.embed_texts(texts).double().numpy()
+    real_emb = reward.embed_motions(drawn.motions[:rows]).double().numpy()
+    out = {"order": drawn.order[:rows], "real": {"hits": r_precision_hits(text_emb, real_emb),
+                                                 "dist": np.linalg.norm(text_emb - real_emb, axis=1)}}  # fmt: skip
+    for name, adapter in adapters.items():
+        gen = sample(adapter, texts, lengths, seed + 7, progress=progress, desc=f"t2m {name}")
+        gen_emb = reward.embed_motions(gen).double().numpy()
+        out[name] = {"hits": r_precision_hits(text_emb, gen_emb), "dist": np.linalg.norm(text_emb - gen_emb, axis=1),
+                     "fid": fid(real_emb, gen_emb)}  # fmt: skip
+    return out
+
+
+def per_entry(passes: list[dict], name: str, key: str, n_entries: int) -> np.ndarray:
+    """Average a per-row quantity over passes for each test entry that was drawn (NaN rows dropped later)."""
+    total, count = np.zeros(n_entries), np.zeros(n_entries)
+    for p in passes:
+        value = p[name][key]
+        np.add.at(total, p["order"], value[:, 0] if value.ndim == 2 else value)
+        np.add.at(count, p["order"], 1)
+    keep = count > 0
+    return total[keep] / count[keep]
+
+
+def proportion_row(model: str, metric: str, correct: np.ndarray) -> dict:
+    k, n = int(correct.sum()), int(correct.size)
+    lo, hi = stats.wilson_ci(k, n)
+    return {"model": model, "metric": metric, "value": k / n, "ci95": [lo, hi], "n": n}
+
+
+def mean_row(model: str, metric: str, values: np.ndarray, seed: int) -> dict:
+    lo, hi = stats.bootstrap_mean_ci(values, seed=seed)
+    return {"model": model, "metric": metric, "value": float(np.mean(values)), "ci95": [lo, hi], "n": int(len(values))}
+
+
+def paired_row(a: str, b: str, metric: str, xa: np.ndarray, xb: np.ndarray, seed: int = 0) -> dict:
+    diff, lo, hi = stats.paired_diff_ci(xa.astype(float), xb.astype(float), seed=seed)
+    row = {"a": a, "b": b, "metric": metric, "diff": diff, "ci95": [lo, hi], "n": int(xa.size)}
+    if xa.dtype == bool:
+        row["mcnemar_p"] = stats.mcnemar_exact(xa, xb)
+    return row
+
+
+def curves(run_dir: Path) -> dict[str, list[list[float]]]:
+    from genpref.rundir import read_metrics
+
+    rows = read_metrics(run_dir)
+    return {k: [[r["step"], r[k]] for r in rows if r.get(k) is not None] for k in CURVES if any(k in r for r in rows)}
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+
+def pose_grid(motions: dict[str, list[np.ndarray]], prompts: Sequence[str], picks: Sequence[int], path: Path) -> Path:
+    """Rows = picked prompts, columns = models: six poses of each motion (same noise across models)."""
+    from PIL import Image
+
+    from motion.draw import strip
+    from motion.skeleton import recover_from_ric
+
+    tiles_dir = path.parent / (path.stem + "-tiles")
+    rows = []
+    for i in picks:
+        cells = [Image.open(strip(recover_from_ric(motions[name][i]), tiles_dir / f"{name}-{i}.png", frames=6,
+                                  title=f"{name}: {prompts[i]}", size=1.1, dpi=60)) for name in motions]  # fmt: skip
+        rows.append(cells)
+    width = sum(c.width for c in rows[0]) + 8 * (len(rows[0]) - 1)
+    height = sum(r[0].height for r in rows)
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    y = 0
+    for cells in rows:
+        x = 0
+        for cell in cells:
+            canvas.paste(cell.convert("RGB"), (x, y))
+            x += cell.width + 8
+        y += cells[0].height
+    canvas.save(path)
+    shutil.rmtree(tiles_dir, ignore_errors=True)
+    return path
+
+
+def side_by_side_gif(motions: dict[str, np.ndarray], prompt: str, path: Path) -> Path:
+    """One animated GIF with a stick figure per model for the same prompt and initial noise."""
+    from PIL import Image, ImageSequence
+
+    from motion.draw import animate
+    from motion.skeleton import recover_from_ric
+
+    parts = [animate(recover_from_ric(m), path.parent / f"{path.stem}-{name}.gif", title=f"{name}: {prompt}", size=2.2,
+                     dpi=50, every=2) for name, m in motions.items()]  # fmt: skip
+    clips = [[f.convert("RGB") for f in ImageSequence.Iterator(Image.open(p))] for p in parts]
+    frames = []
+    for t in range(max(len(c) for c in clips)):
+        cells = [c[min(t, len(c) - 1)] for c in clips]
+        canvas = Image.new("RGB", (sum(c.width for c in cells), max(c.height for c in cells)), (255, 255, 255))
+        x = 0
+        for cell in cells:
+            canvas.paste(cell, (x, 0))
+            x += cell.width
+        frames.append(canvas)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    for p in parts:
+        p.unlink()
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- demo
+
+
+def run_demo(out_dir: Path, *, seed: int = 0, progress: bool = True, steps: int | None = None) -> dict:
+    """The motion half of `genpref demo` inside out_dir (see the module docstring); returns metrics."""
+    from motion.eval_data import load_split
+    from motion.rewards import T2MReward
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    top = out_dir.parent
+    rel = lambda p: str(Path(p).relative_to(top))  # noqa: E731
+    timings = {}
+    tick = start = time.perf_counter()
+    data_root = moves.build(out_dir / "data", progress=progress)
+    base, evaluator = base_and_evaluator(out_dir, data_root, seed)
+    timings["data_and_base_s"] = time.perf_counter() - tick
+    common = common_overrides(base, data_root, evaluator, seed)
+    if steps is not None:
+        common["train.max_steps"] = steps
+    runs = {name: out_dir / "runs" / name for name in (RECIPE, "sft")}
+    for name in runs:
+        timings[f"train_{name}_s"] = train_arm(ARMS[name], runs[name], common)
+
+    tick = time.perf_counter()
+    models = {"base": base, RECIPE: runs[RECIPE] / "final" / "model.pt", "sft": runs["sft"] / "final" / "model.pt"}
+    adapters = {name: load_model(path, data_root) for name, path in models.items()}
+    texts, wants = eval_prompts(moves.HELD_OUT, EVAL["per_combo"], seed)
+    lengths = [EVAL["frames"]] * len(texts)
+    motions = {name: sample(a, texts, lengths, seed, progress=progress, desc=f"held-out {name}") for name, a in adapters.items()}
+    verdicts = {name: verify_all(m, wants) for name, m in motions.items()}
+    timings["eval_heldout_s"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    reward = T2MReward.load(evaluator, [data_root / "glove"])
+    split = load_split(data_root, "test")
+    passes = [t2m_pass(reward, split, adapters, seed * 10 + p, progress) for p in range(EVAL["t2m_passes"])]
+    timings["eval_t2m_s"] = time.perf_counter() - tick
+
+    rows, paired = [], []
+    hits = {name: per_entry(passes, name, "hits", len(split.entries)) for name in ("real", *adapters)}
+    dists = {name: per_entry(passes, name, "dist", len(split.entries)) for name in ("real", *adapters)}
+    for name, v in verdicts.items():
+        rows.append(proportion_row(name, "heldout_accuracy", v["all"]))
+        rows += [proportion_row(name, f"heldout_{a}", v[a]) for a in moves.ATTRIBUTES]
+        rows.append(mean_row(name, "heldout_attribute_score", v["score"], seed))
+    for name in ("real", *adapters):
+        rows.append(mean_row(name, "test_r_precision_top1", hits[name], seed))
+        rows.append(mean_row(name, "test_mm_dist", dists[name], seed))
+    for name in adapters:
+        fids = [p[name]["fid"] for p in passes]
+        rows.append({"model": name, "metric": "test_fid", "value": float(np.mean(fids)), "ci95": None, "n": len(fids)})
+    for a, b in ((RECIPE, "base"), ("sft", "base"), (RECIPE, "sft")):
+        paired.append(paired_row(a, b, "heldout_accuracy", verdicts[a]["all"], verdicts[b]["all"], seed))
+        paired.append(paired_row(a, b, "heldout_attribute_score", verdicts[a]["score"], verdicts[b]["score"], seed))
+        paired.append(paired_row(a, b, "test_r_precision_top1", hits[a], hits[b], seed))
+
+    tick = time.perf_counter()
+    figures_dir = out_dir / "figures"
+    figures_dir.mkdir(exist_ok=True)
+    picks = [i * EVAL["per_combo"] for i in range(4)]  # the first four held-out combinations
+    grid = pose_grid(motions, texts, picks, figures_dir / "heldout_poses.png")
+    gifs = [side_by_side_gif({n: motions[n][i] for n in motions}, texts[i], figures_dir / f"heldout_{k}.gif")
+            for k, i in enumerate(picks[:2])]
+    timings["figures_s"] = time.perf_counter() - tick
+    cfg = recipe_config(ARMS[RECIPE], {})
+    timings["total_s"] = time.perf_counter() - start
+    o = cfg.objective
+    metrics = {
+        "task": "moves",
+        "recipe": RECIPE,
+        "settings": {
+            "base_weights": str(base), "evaluator": str(evaluator),
+            "train_steps": steps or cfg.train.max_steps, "batch_size": cfg.train.batch_size, "lr": cfg.train.lr,
+            "sopo": {"beta": o.beta, "c": o.c, "tau": o.tau, "tau_quantile": o.tau_quantile, "form": o.form,
+                     "sft_weight": o.sft_weight, "num_samples": cfg.online.num_samples, "online_steps": cfg.online.steps,
+                     "reward": [s.name for s in cfg.reward.models]},
+            "eval": {**EVAL, "heldout_prompts": len(texts), "heldout_combos": [list(c) for c in moves.HELD_OUT],
+                     "test_entries": len(split.entries), "noise": "the same initial noise per prompt for every model"},
+            "seed": seed,
+            "timings": {k: round(v, 1) for k, v in timings.items()},
+        },  # fmt: skip
+        "results": rows,
+        "paired": paired,
+        "curves": {name: curves(run) for name, run in runs.items()},
+        "figures": [{"title": "held-out prompts, same noise: base vs SoPo vs SFT (poses over time)", "path": rel(grid)}]
+        + [{"title": f"held-out prompt, same noise: {texts[i]!r} (base | SoPo | SFT)", "path": rel(g)} for g, i in zip(gifs, picks)],
+        "runs": {name: rel(run) for name, run in runs.items()},
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------- bench
+
+
+FEEDBACK_PER_CAPTION = 4  # base samples per training caption for DPO pairs and KTO ratings
+FEEDBACK_CAPTIONS = 8  # captions per training combination
+
+
+def write_base_feedback(data_root: Path, base: Path, out: Path, seed: int = 0) -> dict[str, Path]:
+    """The base model's own samples for fresh training-combination captions, ranked (DPO pairs) and rated
+    (KTO) by the verifier; written once and shared by every seed of every arm."""
+    if (out / ".complete").is_file():
+        return {"pairs": out / "pairs.jsonl", "ratings": out / "ratings.jsonl"}
+    texts, _ = eval_prompts(moves.TRAIN_COMBOS, FEEDBACK_CAPTIONS, seed + 1000)
+    texts = [t for t in texts for _ in range(FEEDBACK_PER_CAPTION)]
+    motions = sample(load_model(base, data_root), texts, [EVAL["frames"]] * len(texts), 10_000 + seed)
+    paths = moves.write_feedback(out, motions, texts)
+    (out / ".complete").write_text("ok\n")
+    return paths
+
+
+def evaluate_model(checkpoint: Path, data_root: Path, cache: Path, noise_seed: int) -> dict[str, np.ndarray]:
+    """Verifier arrays on the held-out combinations (EVAL per_combo captions each) and on the training
+    combinations (a third as many each), cached as npz; the same noise for every model."""
+    if cache.is_file():
+        with np.load(cache) as f:
+            return {k: f[k] for k in f.files}
+    adapter = load_model(checkpoint, data_root)
+    out = {}
+    for split, combos, per in (("heldout", moves.HELD_OUT, EVAL["per_combo"]), ("train", moves.TRAIN_COMBOS, EVAL["per_combo"] // 3)):
+        texts, wants = eval_prompts(combos, per, noise_seed)
+        verdicts = verify_all(sample(adapter, texts, [EVAL["frames"]] * len(texts), noise_seed), wants)
+        out.update({f"{split}_{k}": v for k, v in verdicts.items()})
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, **out)
+    return out
+
+
+def win_rate(score_a: np.ndarray, score_b: np.ndarray) -> float:
+    """P(a's attribute score > b's on the same prompt and noise) + ½·P(tie)."""
+    return float((score_a > score_b).mean() + 0.5 * (score_a == score_b).mean())
+
+
+def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, arms: Sequence[str] | None = None) -> dict:
+    """Every objective in ARMS (or `arms`) × seeds from the same base at each config's budget (or `steps`
+    for all), evaluated on held-out and training combinations with one shared set of initial noise.
+    Resumable: each (arm, seed) writes out_dir/rows/<arm>-<seed>.json and is skipped when present."""
+    out_dir = Path(out_dir)
+    arms = list(arms or ARMS)
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise UserError(f"bench: unknown motion arm(s) {unknown}; valid: {', '.join(ARMS)}")
+    data_root = moves.build(out_dir / "data")
+    base, evaluator = base_and_evaluator(out_dir, data_root)
+    feedback = write_base_feedback(data_root, base, out_dir / "data" / "feedback")
+    noise_seed = 777  # one noise set for every arm and seed: every comparison with the base is paired
+    evals = out_dir / "evals"
+    base_eval = evaluate_model(base, data_root, evals / "base.npz", noise_seed)
+    rows = []
+    for arm in arms:
+        for seed in seeds:
+            row_path = out_dir / "rows" / f"{arm}-{seed}.json"
+            if row_path.is_file():
+                rows.append(json.loads(row_path.read_text()))
+                continue
+            run = out_dir / "runs" / f"{arm}-{seed}"
+            overrides = {**common_overrides(base, data_root, evaluator, seed), "data.pairs": str(feedback["pairs"]),
+                         "data.ratings": str(feedback["ratings"])}  # fmt: skip
+            if steps is not None:
+                overrides["train.max_steps"] = steps
+            seconds = train_arm(ARMS[arm], run, overrides)
+            r = evaluate_model(run / "final" / "model.pt", data_root, evals / f"{arm}-{seed}.npz", noise_seed)
+            row = {"objective": arm, "seed": seed, "train_s": round(seconds, 1)}
+            for split in ("heldout", "train"):
+                mine, theirs = r[f"{split}_all"], base_eval[f"{split}_all"]
+                diff, lo, hi = stats.paired_diff_ci(mine.astype(float), theirs.astype(float), seed=seed)
+                row.update({f"{split}_accuracy": float(mine.mean()), f"{split}_diff_vs_base": diff,
+                            f"{split}_diff_vs_base_ci95": [lo, hi], f"{split}_mcnemar_p": stats.mcnemar_exact(mine, theirs),
+                            f"{split}_attribute_score": float(r[f"{split}_score"].mean()),
+                            f"{split}_win_rate_vs_base": win_rate(r[f"{split}_score"], base_eval[f"{split}_score"])})  # fmt: skip
+            last = curves(run)
+            for key in ("e_ratio_w", "implicit_acc", "open_gate"):
+                if last.get(key):
+                    row[f"final_{key}"] = last[key][-1][1]
+            row_path.parent.mkdir(parents=True, exist_ok=True)
+            row_path.write_text(json.dumps(row, indent=1))
+            rows.append(row)
+    base_row = {"objective": "base", "seed": None,
+                **{f"{s}_accuracy": float(base_eval[f"{s}_all"].mean()) for s in ("heldout", "train")}}  # fmt: skip
+    return {"task": "moves", "rows": [base_row, *rows], "summary": summarize(rows),
+            "settings": {"eval": {**EVAL, "noise_seed": noise_seed}, "seeds": list(seeds), "steps": steps,
+                         "base_weights": str(base)}}  # fmt: skip
+
+
+SUMMARY_METRICS = ("heldout_accuracy", "heldout_diff_vs_base", "heldout_win_rate_vs_base", "train_accuracy",
+                   "train_diff_vs_base", "train_s")
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per objective: the mean over seeds of each metric with a t interval over seeds."""
+    out = []
+    for arm in dict.fromkeys(r["objective"] for r in rows):
+        mine = [r for r in rows if r["objective"] == arm]
+        entry = {"objective": arm, "seeds": len(mine)}
+        for key in SUMMARY_METRICS:
+            values = [r[key] for r in mine if key in r]
+            if values:
+                mean, lo, hi = stats.t_interval(values)
+                entry[key], entry[key + "_ci95"] = mean, [lo, hi]
+        out.append(entry)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- assets
+
+
+def build_assets(data_dir: Path, work_dir: Path, seed: int = 0) -> tuple[Path, Path]:
+    """Rebuild the shipped weights: the data, the base (configs/motion/moves_base.yaml from a seeded
+    BASE_MDM) and the evaluator (EVALUATOR_ARGS), copied into motion/assets/moves/."""
+    from motion.evaluator import NETWORK_KEYS
+
+    data_root = moves.build(data_dir, progress=True)
+    final = pretrain_base(data_root, work_dir / "base", seed)
+    evaluator = train_evaluator(data_root, work_dir / "evaluator", seed)
+    (ASSETS / "base").mkdir(parents=True, exist_ok=True)
+    for name in ("model.pt", "args.json"):
+        shutil.copyfile(final.parent / name, ASSETS / "base" / name)
+    checkpoint = torch.load(evaluator / "model" / "finest.tar", map_location="cpu", weights_only=True)
+    (EVALUATOR / "model").mkdir(parents=True, exist_ok=True)
+    torch.save({k: checkpoint[k] for k in NETWORK_KEYS}, EVALUATOR / "model" / "finest.tar")  # no optimizer state
+    for sub in ("meta", "glove"):
+        shutil.copytree(evaluator / sub, EVALUATOR / sub, dirs_exist_ok=True)
+    return ASSETS / "base" / "model.pt", EVALUATOR
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m motion.demo", description="The moves demo, quality benchmark, or shipped weights.")
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("demo", help="the motion half of genpref demo")
+    p.add_argument("out_dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int)
+    p = sub.add_parser("bench", help="every motion objective × seeds")
+    p.add_argument("out_dir")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--arms", nargs="+")
+    p.add_argument("--steps", type=int)
+    p = sub.add_parser("assets", help="rebuild motion/assets/moves (base MDM and T2M evaluator)")
+    p.add_argument("--data", default="data/moves")
+    p.add_argument("--work", default="runs/moves-assets")
+    p.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.what == "demo":
+        result = run_demo(Path(args.out_dir), seed=args.seed, steps=args.steps)
+        print(json.dumps({k: result[k] for k in ("results", "paired")}, indent=1))
+    elif args.what == "bench":
+        result = bench_quality(Path(args.out_dir), seeds=args.seeds, steps=args.steps, arms=args.arms)
+        Path(args.out_dir, "bench.json").write_text(json.dumps(result, indent=1))
+        print(json.dumps(result["summary"], indent=1))
+    else:
+        print(build_assets(Path(args.data), Path(args.work), args.seed))
+
+
+if __name__ == "__main__":
+    main()
