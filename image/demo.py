@@ -35,6 +35,7 @@ ARMS = {
     "dro_published": "shapes_dro_published.yaml",
     "dpo": "shapes_dpo.yaml",
     "kto": "shapes_kto.yaml",
+    "kto_anchor": "shapes_kto_anchor.yaml",
     "sopo": "shapes_sopo.yaml",
     "oaif": "shapes_oaif.yaml",
 }
