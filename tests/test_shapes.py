@@ -254,3 +254,13 @@ def test_recipe_overrides_are_python_values():
     assert cfg.model.path is None and cfg.train.lr == 1e-4
     with pytest.raises(UserError, match="not found"):
         recipe_config("shapes_nothing.yaml", {})
+
+
+def test_shipped_base_weights_fit_the_configs():
+    from genpref.config import load_config
+    from image import demo, shapes_model
+
+    cfg = load_config(REPO / "configs" / "image" / "shapes_dro.yaml", ["train.output_dir=/tmp/unused"])
+    assert (REPO / cfg.model.path).resolve() == demo.BASE_WEIGHTS
+    unet = shapes_model.load(demo.BASE_WEIGHTS, cfg.model.size)
+    assert sum(p.numel() for p in unet.parameters()) == 992_179
