@@ -308,15 +308,15 @@ def pose_grid(motions: dict[str, list[np.ndarray]], prompts: Sequence[str], pick
     return path
 
 
-def side_by_side_gif(motions: dict[str, np.ndarray], prompt: str, path: Path) -> Path:
+def side_by_side_gif(motions: dict[str, np.ndarray], path: Path) -> Path:
     """One animated GIF with a stick figure per model for the same prompt and initial noise."""
     from PIL import Image, ImageSequence
 
     from motion.draw import animate
     from motion.skeleton import recover_from_ric
 
-    parts = [animate(recover_from_ric(m), path.parent / f"{path.stem}-{name}.gif", title=f"{name}: {prompt}", size=2.2,
-                     dpi=50, every=2) for name, m in motions.items()]  # fmt: skip
+    parts = [animate(recover_from_ric(m), path.parent / f"{path.stem}-{name}.gif", title=name, size=3.0, dpi=60, every=2)
+             for name, m in motions.items()]  # the prompt is in the figure's title
     clips = [[f.convert("RGB") for f in ImageSequence.Iterator(Image.open(p))] for p in parts]
     frames = []
     for t in range(max(len(c) for c in clips)):
@@ -395,7 +395,7 @@ def run_demo(out_dir: Path, *, seed: int = 0, progress: bool = True, steps: int 
     figures_dir.mkdir(exist_ok=True)
     picks = [i * EVAL["per_combo"] for i in range(4)]  # the first four held-out combinations
     grid = pose_grid(motions, texts, picks, figures_dir / "heldout_poses.png")
-    gifs = [side_by_side_gif({n: motions[n][i] for n in motions}, texts[i], figures_dir / f"heldout_{k}.gif")
+    gifs = [side_by_side_gif({n: motions[n][i] for n in motions}, figures_dir / f"heldout_{k}.gif")
             for k, i in enumerate(picks[:2])]
     timings["figures_s"] = time.perf_counter() - tick
     cfg = recipe_config(ARMS[RECIPE], {})
