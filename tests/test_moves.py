@@ -186,3 +186,61 @@ def test_moves_reward_scores_and_similarity(clean):
     assert scores.tolist() == pytest.approx([1.0, 0.75])
     assert reward.similarity(motions, motions).tolist() == [1.0, 1.0]
     assert reward.similarity(motions[:1], motions[1:]).item() == pytest.approx(0.75)  # all but the direction
+
+
+def test_feedback_pairs_rank_by_the_verifier(tmp_path, clean):
+    from motion.data import motion_jsonl
+
+    right, wrong = clean[0][1], clean[6][1]  # walk forward / walk backward, slowly, no waving
+    prompt = "a person walks forward slowly"
+    paths = moves.write_feedback(tmp_path, [wrong, right, right], [prompt, prompt, "a man jumps quickly"])
+    pairs = motion_jsonl(paths["pairs"], "pairs")
+    assert len(pairs) == 1  # the jump prompt has one sample: no pair
+    assert np.allclose(pairs[0]["w"], right) and np.allclose(pairs[0]["l"], wrong) and pairs[0]["label"] == 1.0
+    ratings = motion_jsonl(paths["ratings"], "ratings", key="data.ratings")
+    assert [r["rating"] for r in ratings] == [0.0, 1.0, 0.0]
+
+
+def test_r_precision_hits_match_a_loop():
+    from motion.demo import r_precision_hits
+
+    rng = np.random.default_rng(0)
+    text, motion = rng.normal(size=(70, 5)), rng.normal(size=(70, 5))
+    motion[:40] = text[:40] + 0.3 * rng.normal(size=(40, 5))  # some rows match well
+    hits = r_precision_hits(text, motion, group=32, top_k=3)
+    assert hits.shape == (64, 3)  # the incomplete last group is dropped
+    for i in range(64):
+        g = i // 32 * 32
+        dist = [np.linalg.norm(text[i] - motion[j]) for j in range(g, g + 32)]
+        rank = sorted(dist).index(dist[i - g])
+        assert hits[i].tolist() == [rank < 1, rank < 2, rank < 3]
+
+
+def test_t2m_reward_is_cosine_of_evaluator_embeddings(tmp_path, dataset, clean):
+    from genpref.config import from_dict
+    from genpref.errors import UserError
+    from motion.evaluator import EvaluatorSizes, build_networks
+    from motion.rewards import T2MReward, build_reward
+
+    torch.manual_seed(0)
+    sizes = EvaluatorSizes(dim_movement_enc_hidden=16, dim_movement_latent=16, dim_text_hidden=16, dim_coemb_hidden=8,
+                           dim_motion_hidden=16)  # fmt: skip
+    nets = build_networks(sizes)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "meta").mkdir()
+    torch.save({k: v.state_dict() for k, v in nets.items()}, tmp_path / "model" / "finest.tar")
+    np.save(tmp_path / "meta" / "mean.npy", np.zeros(263, np.float32))
+    np.save(tmp_path / "meta" / "std.npy", np.ones(263, np.float32))
+    cfg = from_dict({"model": {"kind": "mdm"}, "objective": {"name": "sopo"}, "train": {"output_dir": str(tmp_path)},
+                     "data": {"root": str(dataset)}, "reward": {"models": [{"name": "t2m", "path": str(tmp_path)}]}})  # fmt: skip
+    reward = build_reward(cfg.reward.models[0], cfg, "cpu")
+    assert isinstance(reward, T2MReward)
+    motions = [clean[0][1], clean[20][1]]
+    prompts = ["a person walks forward slowly", "a man jumps quickly"]
+    text, motion = reward.embed_texts(prompts), reward.embed_motions(motions)
+    expected = [(1 + float(t @ m / t.norm() / m.norm())) / 2 for t, m in zip(text, motion)]
+    assert reward.score(motions, prompts).tolist() == pytest.approx(expected, abs=1e-5)
+    assert reward.similarity(motions, motions).tolist() == pytest.approx([1.0, 1.0], abs=1e-5)
+    cfg.reward.models[0].path = None
+    with pytest.raises(UserError, match="path"):
+        build_reward(cfg.reward.models[0], cfg, "cpu")
