@@ -92,3 +92,20 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
         return mean, mean, mean
     half = float(student_t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
     return mean, mean - half, mean + half
+
+
+def summarize_runs(rows: Sequence[dict], metrics: Sequence[str], by: str = "objective") -> list[dict]:
+    """Benchmark rows (one per run, e.g. per objective and seed) -> one entry per value of `by`, in order of
+    first appearance: {by, "runs", metric: mean over its runs, metric + "_ci95": t interval}. A metric
+    missing from every run of a group is left out of that group's entry."""
+    out = []
+    for group in dict.fromkeys(r[by] for r in rows):
+        mine = [r for r in rows if r[by] == group]
+        entry = {by: group, "runs": len(mine)}
+        for key in metrics:
+            values = [r[key] for r in mine if r.get(key) is not None]
+            if values:
+                mean, lo, hi = t_interval(values)
+                entry[key], entry[key + "_ci95"] = mean, [lo, hi]
+        out.append(entry)
+    return out

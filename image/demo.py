@@ -367,17 +367,7 @@ SUMMARY_METRICS = ("heldout_accuracy", "heldout_diff_vs_base", "heldout_win_rate
 
 def summarize(rows: list[dict]) -> list[dict]:
     """Per objective: the mean over seeds of each metric with a t interval over seeds."""
-    out = []
-    for arm in dict.fromkeys(r["objective"] for r in rows):
-        mine = [r for r in rows if r["objective"] == arm]
-        entry = {"objective": arm, "seeds": len(mine)}
-        for key in SUMMARY_METRICS:
-            values = [r[key] for r in mine if key in r]
-            if values:
-                mean, lo, hi = stats.t_interval(values)
-                entry[key], entry[key + "_ci95"] = mean, [lo, hi]
-        out.append(entry)
-    return out
+    return stats.summarize_runs(rows, SUMMARY_METRICS, by="objective")
 
 
 if __name__ == "__main__":

@@ -86,3 +86,15 @@ def test_t_interval_by_hand():
     assert hi - mean == pytest.approx(0.248414, abs=1e-5)
     assert mean - lo == pytest.approx(0.248414, abs=1e-5)
     assert stats.t_interval([0.4]) == (0.4, 0.4, 0.4)
+
+
+def test_summarize_runs_groups_in_order_with_t_intervals():
+    """dpo: accuracy 0.1, 0.2, 0.3 -> mean 0.2 ± 0.248414 (as above); sft: one run -> zero width; a metric
+    no sft run has is left out."""
+    rows = [{"objective": "dpo", "acc": 0.1, "t": 5.0}, {"objective": "sft", "acc": 0.5},
+            {"objective": "dpo", "acc": 0.2, "t": 7.0}, {"objective": "dpo", "acc": 0.3, "t": None}]
+    dpo, sft = stats.summarize_runs(rows, ["acc", "t"])
+    assert dpo["objective"] == "dpo" and dpo["runs"] == 3 and dpo["acc"] == pytest.approx(0.2)
+    assert dpo["acc_ci95"] == pytest.approx([0.2 - 0.248414, 0.2 + 0.248414], abs=1e-5)
+    assert dpo["t"] == pytest.approx(6.0)
+    assert sft == {"objective": "sft", "runs": 1, "acc": 0.5, "acc_ci95": [0.5, 0.5]}
