@@ -204,6 +204,7 @@ class ExpertRollouts(_Refilling):
         super().__init__(ctx, items)
         self.buffer = RolloutBuffer()
         self.rollouts = 0
+        self.reward_online: float | None = None
 
     def _refill(self) -> None:
         ctx, o = self.ctx, self.ctx.cfg.online
@@ -233,6 +234,8 @@ class ExpertRollouts(_Refilling):
             entries["mask"] = rep(expert.mask)
         self.buffer.push(entries, [prompts[i] for i in cols.reshape(-1).tolist()], g)
         self.rollouts += 1
+        if ctx.reward is not None:  # what the rollouts are worth, when an annotator is configured (logged only)
+            self.reward_online = ctx.reward.score(ctx.adapter.decode(x0_gen, expert), prompts).float().mean().item()
 
     def next(self, step: int, micro: int) -> TrainBatch:
         ctx, b = self.ctx, self.ctx.cfg.train.batch_size
@@ -250,18 +253,22 @@ class ExpertRollouts(_Refilling):
             l = noised_branch(sched, expert.with_x0(e["x0_gen"]), t, eps)
         else:
             l = Branch(e["x_t"], t, e["pred"], expert)
-        return TrainBatch({"w": w, "l": l}, stats={"buffer": float(len(self.buffer)), "rollouts": float(self.rollouts)})
+        stats = {"buffer": float(len(self.buffer)), "rollouts": float(self.rollouts)}
+        if self.reward_online is not None:
+            stats["reward_online"] = self.reward_online
+        return TrainBatch({"w": w, "l": l}, stats=stats)
 
     def after_optimizer_step(self, step: int) -> None:
         self.ctx.rollout.after_optimizer_step(step)
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "buffer": self.buffer.state_dict(), "rollouts": self.rollouts}
+        return {**super().state_dict(), "buffer": self.buffer.state_dict(), "rollouts": self.rollouts, "reward_online": self.reward_online}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.buffer.load_state_dict(state["buffer"])
         self.rollouts = state["rollouts"]
+        self.reward_online = state.get("reward_online")
 
 
 class SoPoOnline(_Stateless):
