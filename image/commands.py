@@ -40,13 +40,19 @@ def load_run(run_dir: str | Path, device: torch.device | None = None):
 
 
 def sample(run_dir: str | Path, prompts: Sequence[str], seeds: Sequence[int] | None = None, out: str | Path = "sample.png",
-           steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE, solver: str = "dpmsolver++") -> Path:
+           steps: int | None = None, guidance: float | None = None, solver: str | None = None) -> Path:
     """One image per (prompt, seed): a single image, or a grid with a row per prompt and a column per seed.
-    Each image depends only on its prompt and seed, not on what else is in the grid."""
+    Each image depends only on its prompt and seed, not on what else is in the grid. Sampler settings not
+    given come from the run config's `eval` section (a model trained without empty prompts wants
+    guidance 1), else diffusers' SD defaults."""
     if not prompts:
         raise UserError("sample: give at least one --prompt")
     seeds = list(seeds) if seeds else [0]
     adapter = load_run(run_dir)
+    ev = adapter.cfg.eval or {}
+    steps = int(steps or ev.get("steps", DEFAULT_STEPS))
+    guidance = float(guidance if guidance is not None else ev.get("guidance", DEFAULT_GUIDANCE))
+    solver = solver or ev.get("solver", "dpmsolver++")
     images = []
     for prompt in prompts:
         for seed in seeds:
