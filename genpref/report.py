@@ -38,6 +38,23 @@ def _fmt(x) -> str:
     return html.escape(str(x))
 
 
+def _plain(v) -> str:
+    """A settings value for people: floats to 4 significant digits (a learning rate of 1e-4 stays 1e-4),
+    nested dicts as `key: value` lists."""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_plain(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_plain(x) for x in v) + "]"
+    return str(v)
+
+
+def _settings(values: dict) -> str:
+    items = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(_plain(v))}</li>" for k, v in values.items())
+    return f"<ul class='note'>{items}</ul>"
+
+
 def _ci(ci) -> str:
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "–"
 
@@ -76,7 +93,7 @@ def _section(name: str, result: dict, root: Path) -> str:
         return parts[0] + f"<p class='neg'>failed: {html.escape(result['error'])}</p>"
     settings = result.get("settings", {})
     if settings:
-        parts.append("<p class='note'>" + "; ".join(f"{html.escape(str(k))}: {_fmt(v)}" for k, v in settings.items()) + "</p>")
+        parts.append(_settings(settings))
     rows = result.get("results", [])
     if rows:
         parts.append("<table><tr><th class='l'>model</th><th class='l'>metric</th><th>value</th><th>95% CI</th><th>n</th></tr>")
@@ -110,7 +127,7 @@ def write_report(out_dir: Path, results: dict[str, dict], meta: dict) -> Path:
     """metrics.json (everything the halves returned + meta) and a self-contained report.html."""
     out_dir = Path(out_dir)
     (out_dir / "metrics.json").write_text(json.dumps({"meta": meta, **results}, indent=1, default=float))
-    body = [f"<h1>genpref demo</h1><p class='note'>{html.escape(json.dumps(meta, default=str))}</p>"]
+    body = ["<h1>genpref demo</h1>" + _settings(meta)]
     body += [_section(name, res, out_dir) for name, res in results.items()]
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>genpref demo</title><style>{STYLE}</style></head><body>{''.join(body)}</body></html>"
     path = out_dir / "report.html"

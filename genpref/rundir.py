@@ -91,3 +91,9 @@ class MetricsLog:
 def read_metrics(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+
+
+def metric_curves(run_dir: Path, keys) -> dict[str, list[list[float]]]:
+    """{key: [[step, value], ...]} for each of `keys` that the run logged (for plots in reports)."""
+    rows = read_metrics(run_dir)
+    return {k: [[r["step"], r[k]] for r in rows if r.get(k) is not None] for k in keys if any(k in r for r in rows)}

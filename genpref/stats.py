@@ -109,3 +109,47 @@ def summarize_runs(rows: Sequence[dict], metrics: Sequence[str], by: str = "obje
                 entry[key], entry[key + "_ci95"] = mean, [lo, hi]
         out.append(entry)
     return out
+
+
+# ---- result rows shared by the demos' reports: one dict per (model, metric) or per paired comparison
+
+
+def proportion_row(model: str, metric: str, correct: np.ndarray) -> dict:
+    """A proportion (e.g. verifier accuracy) with its Wilson 95% interval."""
+    k, n = int(np.sum(correct)), int(np.size(correct))
+    lo, hi = wilson_ci(k, n)
+    return {"model": model, "metric": metric, "value": k / n, "ci95": [lo, hi], "n": n}
+
+
+def mean_row(model: str, metric: str, values: np.ndarray, seed: int = 0) -> dict:
+    """A mean of per-item values with its bootstrap 95% interval."""
+    lo, hi = bootstrap_mean_ci(values, seed=seed)
+    return {"model": model, "metric": metric, "value": float(np.mean(values)), "ci95": [lo, hi], "n": int(len(values))}
+
+
+def paired_row(a: str, b: str, metric: str, xa: np.ndarray, xb: np.ndarray, seed: int = 0) -> dict:
+    """Mean of a − b over the same items with its paired bootstrap interval; for boolean items also the
+    exact McNemar p-value."""
+    xa, xb = np.asarray(xa), np.asarray(xb)
+    diff, lo, hi = paired_diff_ci(xa.astype(float), xb.astype(float), seed=seed)
+    row = {"a": a, "b": b, "metric": metric, "diff": diff, "ci95": [lo, hi], "n": int(xa.size)}
+    if xa.dtype == bool:
+        row["mcnemar_p"] = mcnemar_exact(xa, xb)
+    return row
+
+
+def win_rate(score_a: np.ndarray, score_b: np.ndarray) -> float:
+    """P(a scores higher than b on the same item) + ½·P(tie)."""
+    score_a, score_b = np.asarray(score_a), np.asarray(score_b)
+    return float((score_a > score_b).mean() + 0.5 * (score_a == score_b).mean())
+
+
+def versus_base(prefix: str, correct: np.ndarray, base_correct: np.ndarray, score: np.ndarray, base_score: np.ndarray,
+                seed: int = 0) -> dict:  # fmt: skip
+    """A benchmark row's comparison with the base on the same items: accuracy, paired difference with its
+    interval and McNemar p, mean score and win rate; keys prefixed with `prefix`_ (e.g. heldout_)."""
+    correct, base_correct = np.asarray(correct, dtype=bool), np.asarray(base_correct, dtype=bool)
+    diff, lo, hi = paired_diff_ci(correct.astype(float), base_correct.astype(float), seed=seed)
+    return {f"{prefix}_accuracy": float(correct.mean()), f"{prefix}_diff_vs_base": diff,
+            f"{prefix}_diff_vs_base_ci95": [lo, hi], f"{prefix}_mcnemar_p": mcnemar_exact(correct, base_correct),
+            f"{prefix}_attribute_score": float(np.mean(score)), f"{prefix}_win_rate_vs_base": win_rate(score, base_score)}  # fmt: skip

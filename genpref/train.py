@@ -272,3 +272,14 @@ def train(cfg: Config) -> Path:
     accelerator.end_training()
     return run_dir
 
+
+
+def train_fresh(cfg: Config) -> float:
+    """Train `cfg` into an emptied train.output_dir (benchmarks and demos rerun arms from scratch);
+    returns the wall time in seconds."""
+    import shutil
+
+    shutil.rmtree(cfg.train.output_dir, ignore_errors=True)
+    start = time.perf_counter()
+    train(cfg)
+    return time.perf_counter() - start

@@ -38,6 +38,11 @@ ARMS = {
     "kto_anchor": "shapes_kto_anchor.yaml",
     "sopo": "shapes_sopo.yaml",
     "oaif": "shapes_oaif.yaml",
+    "reset_dpo": "shapes_reset_dpo.yaml",
+    "sera": "shapes_sera.yaml",
+    "bootstrap": "shapes_bootstrap.yaml",
+    "hypo": "shapes_hypo.yaml",
+    "direct_reward": "shapes_direct_reward.yaml",
 }
 # metrics.jsonl keys copied into the demo's curves (those a run logs): losses, ranking, collapse watch,
 # and the verifier's score of online samples (SoPo, OAIF)
@@ -90,13 +95,9 @@ def base_weights(out_dir: Path, seed: int = 0) -> Path:
 
 def train_arm(file: str, run_dir: Path, overrides: dict) -> float:
     """Fine-tune one recipe into a fresh run_dir; returns the wall time in seconds."""
-    from genpref.train import train
+    from genpref.train import train_fresh
 
-    shutil.rmtree(run_dir, ignore_errors=True)
-    cfg = recipe_config(file, {"train.output_dir": str(run_dir), **overrides})
-    start = time.perf_counter()
-    train(cfg)
-    return time.perf_counter() - start
+    return train_fresh(recipe_config(file, {"train.output_dir": str(run_dir), **overrides}))
 
 
 def load_model(weights: Path, work_dir: Path, size: str = "small"):
@@ -135,30 +136,10 @@ def evaluate(adapter, prompts: Sequence[str], seed: int, steps: int | None = Non
     return out, images
 
 
-def accuracy_row(model: str, metric: str, correct: np.ndarray) -> dict:
-    k, n = int(correct.sum()), int(correct.size)
-    lo, hi = stats.wilson_ci(k, n)
-    return {"model": model, "metric": metric, "value": k / n, "ci95": [lo, hi], "n": n}
-
-
-def paired_row(a: str, b: str, metric: str, xa: np.ndarray, xb: np.ndarray, seed: int = 0) -> dict:
-    diff, lo, hi = stats.paired_diff_ci(xa.astype(float), xb.astype(float), seed=seed)
-    row = {"a": a, "b": b, "metric": metric, "diff": diff, "ci95": [lo, hi], "n": int(xa.size)}
-    if xa.dtype == bool:
-        row["mcnemar_p"] = stats.mcnemar_exact(xa, xb)
-    return row
-
-
-def win_rate(score_a: np.ndarray, score_b: np.ndarray) -> float:
-    """P(a's attribute score > b's on the same prompt and noise) + ½·P(tie)."""
-    return float((score_a > score_b).mean() + 0.5 * (score_a == score_b).mean())
-
-
 def curves(run_dir: Path) -> dict[str, list[list[float]]]:
-    from genpref.rundir import read_metrics
+    from genpref.rundir import metric_curves
 
-    rows = read_metrics(run_dir)
-    return {k: [[r["step"], r[k]] for r in rows if r.get(k) is not None] for k in CURVES if any(k in r for r in rows)}
+    return metric_curves(run_dir, CURVES)
 
 
 def comparison_grid(images: dict[str, list], prompts: Sequence[str], per_prompt: int, show: int, path: Path,
@@ -228,15 +209,13 @@ def run_demo(out_dir: Path, *, seed: int = 0, progress: bool = True, steps: int 
 
     rows = []
     for name, r in results.items():
-        rows.append(accuracy_row(name, "heldout_accuracy", r["all"]))
-        rows += [accuracy_row(name, f"heldout_{a}", r[a]) for a in shapes.ATTRIBUTES]
-        lo, hi = stats.bootstrap_mean_ci(r["score"], seed=seed)
-        rows.append({"model": name, "metric": "heldout_attribute_score", "value": float(r["score"].mean()),
-                     "ci95": [lo, hi], "n": int(r["score"].size)})
+        rows.append(stats.proportion_row(name, "heldout_accuracy", r["all"]))
+        rows += [stats.proportion_row(name, f"heldout_{a}", r[a]) for a in shapes.ATTRIBUTES]
+        rows.append(stats.mean_row(name, "heldout_attribute_score", r["score"], seed))
     paired = []
     for a, b in ((RECIPE, "base"), ("sft", "base"), (RECIPE, "sft")):
-        paired.append(paired_row(a, b, "heldout_accuracy", results[a]["all"], results[b]["all"], seed))
-        paired.append(paired_row(a, b, "heldout_attribute_score", results[a]["score"], results[b]["score"], seed))
+        paired.append(stats.paired_row(a, b, "heldout_accuracy", results[a]["all"], results[b]["all"], seed))
+        paired.append(stats.paired_row(a, b, "heldout_attribute_score", results[a]["score"], results[b]["score"], seed))
     grid = comparison_grid(images, prompts, EVAL["per_prompt"], min(4, EVAL["per_prompt"]), out_dir / "grid.png",
                            {name: r["all"] for name, r in results.items()})
     cfg = recipe_config(ARMS[RECIPE], {})
@@ -340,12 +319,7 @@ def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, 
                 r = _evaluate_cached(evals / f"{arm}-{seed}-{split}.npz", run / "final", out_dir / "eval-cache",
                                      prompts, eval_seed)
                 b = base_eval[split]
-                diff, lo, hi = stats.paired_diff_ci(r["all"].astype(float), b["all"].astype(float), seed=seed)
-                row.update({f"{split}_accuracy": float(r["all"].mean()), f"{split}_diff_vs_base": diff,
-                            f"{split}_diff_vs_base_ci95": [lo, hi],
-                            f"{split}_mcnemar_p": stats.mcnemar_exact(r["all"], b["all"]),
-                            f"{split}_attribute_score": float(r["score"].mean()),
-                            f"{split}_win_rate_vs_base": win_rate(r["score"], b["score"])})
+                row.update(stats.versus_base(split, r["all"], b["all"], r["score"], b["score"], seed))
             last = curves(run)
             for key in ("e_ratio_w", "implicit_acc"):
                 if last.get(key):

@@ -44,6 +44,11 @@ ARMS = {
     "kto": "moves_kto.yaml",
     "dro": "moves_dro.yaml",
     "oaif": "moves_oaif.yaml",
+    "reset_dpo": "moves_reset_dpo.yaml",
+    "sera": "moves_sera.yaml",
+    "bootstrap": "moves_bootstrap.yaml",
+    "hypo": "moves_hypo.yaml",
+    "direct_reward": "moves_direct_reward.yaml",
 }
 # the base MDM of the moves task: 3 layers, 96 wide (0.32 M parameters), 100-step cosine schedule
 BASE_MDM = {"latent_dim": 96, "ff_size": 192, "num_layers": 3, "num_heads": 4, "diffusion_steps": 100}
@@ -55,23 +60,13 @@ CURVES = ("loss", "implicit_acc", "open_gate", "reward_l", "reward_online", "e_r
 
 
 def recipe_config(file: str, overrides: dict):
-    """configs/motion/<file> with dotted-key overrides applied (values as Python objects)."""
-    from genpref.config import ConfigError, from_dict, read_yaml
+    """configs/motion/<file> with {"section.key": value} overrides applied."""
+    from genpref.config import load_config_values
 
     path = CONFIGS / file
     if not path.is_file():
         raise UserError(f"{path} not found: the demo reads the recipes in the repository's configs/motion/")
-    data = read_yaml(path)
-    for key, value in overrides.items():
-        node = data
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    try:
-        return from_dict(data)
-    except ConfigError as err:
-        raise UserError(f"{path}: {err}") from None
+    return load_config_values(path, overrides)
 
 
 def write_initial_model(out_dir: Path, seed: int = 0) -> Path:
@@ -146,13 +141,10 @@ def with_reward_paths(cfg, evaluator: Path):
 
 def train_arm(file: str, run_dir: Path, overrides: dict) -> float:
     """Fine-tune one recipe into a fresh run_dir; returns the wall time in seconds."""
-    from genpref.train import train
+    from genpref.train import train_fresh
 
-    shutil.rmtree(run_dir, ignore_errors=True)
-    cfg = with_reward_paths(recipe_config(file, {"train.output_dir": str(run_dir), **overrides}), Path(overrides["eval.evaluator"]))
-    start = time.perf_counter()
-    train(cfg)
-    return time.perf_counter() - start
+    cfg = recipe_config(file, {"train.output_dir": str(run_dir), **overrides})
+    return train_fresh(with_reward_paths(cfg, Path(overrides["eval.evaluator"])))
 
 
 def load_model(checkpoint: Path, data_root: Path):
@@ -251,30 +243,10 @@ def per_entry(passes: list[dict], name: str, key: str, n_entries: int) -> np.nda
     return total[keep] / count[keep]
 
 
-def proportion_row(model: str, metric: str, correct: np.ndarray) -> dict:
-    k, n = int(correct.sum()), int(correct.size)
-    lo, hi = stats.wilson_ci(k, n)
-    return {"model": model, "metric": metric, "value": k / n, "ci95": [lo, hi], "n": n}
-
-
-def mean_row(model: str, metric: str, values: np.ndarray, seed: int) -> dict:
-    lo, hi = stats.bootstrap_mean_ci(values, seed=seed)
-    return {"model": model, "metric": metric, "value": float(np.mean(values)), "ci95": [lo, hi], "n": int(len(values))}
-
-
-def paired_row(a: str, b: str, metric: str, xa: np.ndarray, xb: np.ndarray, seed: int = 0) -> dict:
-    diff, lo, hi = stats.paired_diff_ci(xa.astype(float), xb.astype(float), seed=seed)
-    row = {"a": a, "b": b, "metric": metric, "diff": diff, "ci95": [lo, hi], "n": int(xa.size)}
-    if xa.dtype == bool:
-        row["mcnemar_p"] = stats.mcnemar_exact(xa, xb)
-    return row
-
-
 def curves(run_dir: Path) -> dict[str, list[list[float]]]:
-    from genpref.rundir import read_metrics
+    from genpref.rundir import metric_curves
 
-    rows = read_metrics(run_dir)
-    return {k: [[r["step"], r[k]] for r in rows if r.get(k) is not None] for k in CURVES if any(k in r for r in rows)}
+    return metric_curves(run_dir, CURVES)
 
 
 # ---------------------------------------------------------------------------------------------- figures
@@ -376,19 +348,19 @@ def run_demo(out_dir: Path, *, seed: int = 0, progress: bool = True, steps: int 
     hits = {name: per_entry(passes, name, "hits", len(split.entries)) for name in ("real", *adapters)}
     dists = {name: per_entry(passes, name, "dist", len(split.entries)) for name in ("real", *adapters)}
     for name, v in verdicts.items():
-        rows.append(proportion_row(name, "heldout_accuracy", v["all"]))
-        rows += [proportion_row(name, f"heldout_{a}", v[a]) for a in moves.ATTRIBUTES]
-        rows.append(mean_row(name, "heldout_attribute_score", v["score"], seed))
+        rows.append(stats.proportion_row(name, "heldout_accuracy", v["all"]))
+        rows += [stats.proportion_row(name, f"heldout_{a}", v[a]) for a in moves.ATTRIBUTES]
+        rows.append(stats.mean_row(name, "heldout_attribute_score", v["score"], seed))
     for name in ("real", *adapters):
-        rows.append(mean_row(name, "test_r_precision_top1", hits[name], seed))
-        rows.append(mean_row(name, "test_mm_dist", dists[name], seed))
+        rows.append(stats.mean_row(name, "test_r_precision_top1", hits[name], seed))
+        rows.append(stats.mean_row(name, "test_mm_dist", dists[name], seed))
     for name in adapters:
         fids = [p[name]["fid"] for p in passes]
         rows.append({"model": name, "metric": "test_fid", "value": float(np.mean(fids)), "ci95": None, "n": len(fids)})
     for a, b in ((RECIPE, "base"), ("sft", "base"), (RECIPE, "sft")):
-        paired.append(paired_row(a, b, "heldout_accuracy", verdicts[a]["all"], verdicts[b]["all"], seed))
-        paired.append(paired_row(a, b, "heldout_attribute_score", verdicts[a]["score"], verdicts[b]["score"], seed))
-        paired.append(paired_row(a, b, "test_r_precision_top1", hits[a], hits[b], seed))
+        paired.append(stats.paired_row(a, b, "heldout_accuracy", verdicts[a]["all"], verdicts[b]["all"], seed))
+        paired.append(stats.paired_row(a, b, "heldout_attribute_score", verdicts[a]["score"], verdicts[b]["score"], seed))
+        paired.append(stats.paired_row(a, b, "test_r_precision_top1", hits[a], hits[b], seed))
 
     tick = time.perf_counter()
     figures_dir = out_dir / "figures"
@@ -463,11 +435,6 @@ def evaluate_model(checkpoint: Path, data_root: Path, cache: Path, noise_seed: i
     return out
 
 
-def win_rate(score_a: np.ndarray, score_b: np.ndarray) -> float:
-    """P(a's attribute score > b's on the same prompt and noise) + ½·P(tie)."""
-    return float((score_a > score_b).mean() + 0.5 * (score_a == score_b).mean())
-
-
 def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, arms: Sequence[str] | None = None) -> dict:
     """Every objective in ARMS (or `arms`) × seeds from the same base at each config's budget (or `steps`
     for all), evaluated on held-out and training combinations with one shared set of initial noise.
@@ -499,12 +466,8 @@ def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, 
             r = evaluate_model(run / "final" / "model.pt", data_root, evals / f"{arm}-{seed}.npz", noise_seed)
             row = {"objective": arm, "seed": seed, "train_s": round(seconds, 1)}
             for split in ("heldout", "train"):
-                mine, theirs = r[f"{split}_all"], base_eval[f"{split}_all"]
-                diff, lo, hi = stats.paired_diff_ci(mine.astype(float), theirs.astype(float), seed=seed)
-                row.update({f"{split}_accuracy": float(mine.mean()), f"{split}_diff_vs_base": diff,
-                            f"{split}_diff_vs_base_ci95": [lo, hi], f"{split}_mcnemar_p": stats.mcnemar_exact(mine, theirs),
-                            f"{split}_attribute_score": float(r[f"{split}_score"].mean()),
-                            f"{split}_win_rate_vs_base": win_rate(r[f"{split}_score"], base_eval[f"{split}_score"])})  # fmt: skip
+                row.update(stats.versus_base(split, r[f"{split}_all"], base_eval[f"{split}_all"], r[f"{split}_score"],
+                                             base_eval[f"{split}_score"], seed))  # fmt: skip
             last = curves(run)
             for key in ("e_ratio_w", "implicit_acc", "open_gate"):
                 if last.get(key):
@@ -525,17 +488,7 @@ SUMMARY_METRICS = ("heldout_accuracy", "heldout_diff_vs_base", "heldout_win_rate
 
 def summarize(rows: list[dict]) -> list[dict]:
     """Per objective: the mean over seeds of each metric with a t interval over seeds."""
-    out = []
-    for arm in dict.fromkeys(r["objective"] for r in rows):
-        mine = [r for r in rows if r["objective"] == arm]
-        entry = {"objective": arm, "seeds": len(mine)}
-        for key in SUMMARY_METRICS:
-            values = [r[key] for r in mine if key in r]
-            if values:
-                mean, lo, hi = stats.t_interval(values)
-                entry[key], entry[key + "_ci95"] = mean, [lo, hi]
-        out.append(entry)
-    return out
+    return stats.summarize_runs(rows, SUMMARY_METRICS, by="objective")
 
 
 # ---------------------------------------------------------------------------------------------- assets

@@ -14,7 +14,7 @@ def fake_half(root, name):
     frames = [Image.new("RGB", (8, 8), (0, 0, c)) for c in (0, 128, 255)]
     frames[0].save(root / name / "anim.gif", save_all=True, append_images=frames[1:])
     return {
-        "task": "shapes", "recipe": "dro", "settings": {"steps": 100},
+        "task": "shapes", "recipe": "dro", "settings": {"steps": 100, "lr": 1e-4, "dro": {"margin": 0.001}},
         "results": [{"model": "base", "metric": "heldout_accuracy", "value": 0.07, "ci95": [0.05, 0.11], "n": 240},
                     {"model": "dro", "metric": "heldout_accuracy", "value": 0.2, "ci95": [0.15, 0.25], "n": 240}],
         "paired": [{"a": "dro", "b": "base", "metric": "heldout_accuracy", "diff": 0.13, "ci95": [0.09, 0.18], "n": 240}],
@@ -33,3 +33,34 @@ def test_report_embeds_everything(tmp_path):
     assert "failed: boom" in page
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["image"]["paired"][0]["diff"] == 0.13 and saved["meta"] == {"seed": 0}
+    assert "<b>lr</b>: 0.0001" in page and "{margin: 0.001}" in page  # small settings are not rounded to 0
+
+
+def test_demo_collects_a_half_and_fails_clearly_after_writing_the_report(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    import pytest
+
+    from genpref import demo
+    from genpref.errors import UserError
+
+    good = types.ModuleType("fake_good_half")
+    good.run_demo = lambda out, seed, progress: {**fake_half(tmp_path / "demo", "image"), "seed_seen": seed}
+    bad = types.ModuleType("fake_bad_half")
+
+    def broken(out, seed, progress):
+        raise RuntimeError("no weights\nsecond line")
+
+    bad.run_demo = broken
+    monkeypatch.setitem(sys.modules, "fake_good_half", good)
+    monkeypatch.setitem(sys.modules, "fake_bad_half", bad)
+    monkeypatch.setattr(demo, "HALVES", {"image": "fake_good_half", "motion": "fake_bad_half"})
+    report = demo.run_demo("image", tmp_path / "demo", seed=3)
+    saved = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert report.is_file() and saved["image"]["seed_seen"] == 3 and saved["meta"]["seed"] == 3
+    with pytest.raises(UserError, match="motion half failed \\(RuntimeError: no weights\\)"):
+        demo.run_demo("motion", tmp_path / "demo2")
+    assert "failed: RuntimeError: no weights" in (tmp_path / "demo2" / "report.html").read_text()
+    with pytest.raises(Exception, match="unknown part 'sound'"):
+        demo.run_demo("sound", tmp_path / "demo3")

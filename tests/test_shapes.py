@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from demo_checks import check_bench_resumes, check_demo_half
 from PIL import Image
 
 from genpref.errors import UserError
@@ -216,33 +217,14 @@ def small_demo(tmp_path, monkeypatch):
 def test_run_demo_writes_paired_results_figure_and_runs(small_demo, tmp_path):
     out = tmp_path / "demo" / "image"
     metrics = small_demo.run_demo(out, seed=0, progress=False, steps=1)
-    assert metrics["task"] == "shapes" and metrics["recipe"] == "dro"
-    accuracy = {r["model"]: r for r in metrics["results"] if r["metric"] == "heldout_accuracy"}
-    assert set(accuracy) == {"base", "dro", "sft"} and all(r["n"] == 12 for r in accuracy.values())
-    for r in accuracy.values():
-        assert r["ci95"][0] <= r["value"] <= r["ci95"][1]
-    pairs = {(p["a"], p["b"]) for p in metrics["paired"] if p["metric"] == "heldout_accuracy"}
-    assert pairs == {("dro", "base"), ("sft", "base"), ("dro", "sft")}
+    check_demo_half(metrics, out, "shapes", "dro", n=12)
     figure = tmp_path / "demo" / metrics["figures"][0]["path"]
     assert figure.is_file() and Image.open(figure).size[1] == 16 + 12 * (64 + 2)
     assert (tmp_path / "demo" / metrics["runs"]["dro"] / "final" / "shapes_unet.safetensors").is_file()
-    assert metrics["curves"]["dro"]["loss"][0][0] == 1
-    assert json.loads((out / "metrics.json").read_text())["recipe"] == "dro"
 
 
 def test_bench_quality_rows_are_paired_with_one_base_and_resume(small_demo, tmp_path):
-    out = tmp_path / "bench"
-    result = small_demo.bench_quality(out, seeds=[0], steps=1, arms=["sft", "kto"], train_per_prompt=1)
-    rows = {r["objective"]: r for r in result["rows"]}
-    assert set(rows) == {"base", "sft", "kto"}
-    for arm in ("sft", "kto"):
-        r = rows[arm]
-        assert r["heldout_diff_vs_base"] == pytest.approx(r["heldout_accuracy"] - rows["base"]["heldout_accuracy"])
-        assert 0.0 <= r["heldout_win_rate_vs_base"] <= 1.0
-    assert {s["objective"] for s in result["summary"]} == {"sft", "kto"}
-    (out / "runs").rename(out / "runs-moved")  # a second call reuses the rows instead of training again
-    again = small_demo.bench_quality(out, seeds=[0], steps=1, arms=["sft", "kto"], train_per_prompt=1)
-    assert again["rows"] == result["rows"]
+    check_bench_resumes(small_demo.bench_quality, tmp_path / "bench", train_per_prompt=1)
 
 
 def test_recipe_overrides_are_python_values():

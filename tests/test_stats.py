@@ -98,3 +98,32 @@ def test_summarize_runs_groups_in_order_with_t_intervals():
     assert dpo["acc_ci95"] == pytest.approx([0.2 - 0.248414, 0.2 + 0.248414], abs=1e-5)
     assert dpo["t"] == pytest.approx(6.0)
     assert sft == {"objective": "sft", "runs": 1, "acc": 0.5, "acc_ci95": [0.5, 0.5]}
+
+
+def test_win_rate_counts_ties_as_half():
+    a = np.array([1.0, 0.5, 0.0, 1.0])
+    b = np.array([0.0, 0.5, 1.0, 0.5])
+    assert stats.win_rate(a, b) == pytest.approx((2 + 0.5) / 4)
+
+
+def test_paired_row_and_versus_base_by_hand():
+    mine = np.array([True, True, False, True, False, True])
+    base = np.array([False, True, False, False, False, True])
+    row = stats.paired_row("dro", "base", "acc", mine, base)
+    assert row["diff"] == pytest.approx(2 / 6) and row["n"] == 6
+    assert row["mcnemar_p"] == pytest.approx(0.5)  # 2 discordant pairs, both one way: 2 * 0.5**2
+    scores = stats.paired_row("dro", "base", "score", mine.astype(float), base.astype(float))
+    assert "mcnemar_p" not in scores
+    vs = stats.versus_base("heldout", mine, base, mine * 0.5, base * 0.5)
+    assert vs["heldout_accuracy"] == pytest.approx(4 / 6)
+    assert vs["heldout_diff_vs_base"] == pytest.approx(2 / 6)
+    assert vs["heldout_win_rate_vs_base"] == pytest.approx((2 + 0.5 * 4) / 6)
+    lo, hi = vs["heldout_diff_vs_base_ci95"]
+    assert lo <= 2 / 6 <= hi
+
+
+def test_proportion_and_mean_rows():
+    row = stats.proportion_row("base", "acc", np.array([True, False, False, True]))
+    assert (row["value"], row["n"]) == (0.5, 4) and row["ci95"] == list(stats.wilson_ci(2, 4))
+    row = stats.mean_row("base", "score", np.array([1.0, 1.0, 1.0]))
+    assert row["value"] == 1.0 and row["ci95"] == [1.0, 1.0]
