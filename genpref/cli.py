@@ -74,7 +74,7 @@ def _cmd_demo(args) -> None:
 def _cmd_bench(args) -> None:
     from genpref.demo import bench_quality
 
-    bench_quality(args.task, args.out, args.seeds, args.steps)
+    bench_quality(args.task, args.out, args.seeds, args.steps, args.runs)
 
 
 def _cmd_export(args) -> None:
@@ -148,6 +148,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, help="fine-tuning steps per arm (default: the task's budget)")
     p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--runs", help="where each task's runs go, as RUNS/image and RUNS/motion (default OUT/quality-TASK-runs); "
+                   "finished (arm, seed) rows there are reused, so an interrupted benchmark continues")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("export", help="export a run's final weights (images: diffusers or kohya LoRA; motion: released layout)")

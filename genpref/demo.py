@@ -101,19 +101,25 @@ def _markdown(summary: list[dict]) -> str:
     return head + "\n".join(rows) + "\n"
 
 
-def bench_quality(which: str = "all", out_dir: str | Path = "benchmarks/results", seeds=(0, 1, 2), steps: int | None = None) -> list[Path]:
-    """Every objective at the same budget with several seeds on each task; JSON + Markdown tables."""
+def bench_quality(which: str = "all", out_dir: str | Path = "benchmarks/results", seeds=(0, 1, 2), steps: int | None = None,
+                  runs_dir: str | Path | None = None) -> list[Path]:  # fmt: skip
+    """Every objective at the same budget with several seeds on each task; JSON + Markdown tables.
+    Runs go to runs_dir/<task> (default out_dir/quality-<task>-runs); finished rows there are reused."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name in _halves(which):
         module = importlib.import_module(HALVES[name])
         start = time.perf_counter()
-        res = module.bench_quality(out / f"quality-{name}-runs", seeds=list(seeds), steps=steps)
+        runs = Path(runs_dir) / name if runs_dir else out / f"quality-{name}-runs"
+        res = module.bench_quality(runs, seeds=list(seeds), steps=steps)
         res["seconds"] = round(time.perf_counter() - start, 1)
         (out / f"quality-{name}.json").write_text(json.dumps(res, indent=1, default=float))
         md = out / f"quality-{name}.md"
-        md.write_text(f"# quality benchmark: {res.get('task', name)} (seeds {list(seeds)})\n\n" + _markdown(res.get("summary", [])))
+        base = next((r for r in res.get("rows", []) if r.get("objective") == "base"), {})
+        facts = ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in base.items() if isinstance(v, float))
+        md.write_text(f"# quality benchmark: {res.get('task', name)} (seeds {list(seeds)})\n\n"
+                      + (f"base model: {facts}\n\n" if facts else "") + _markdown(res.get("summary", [])))
         written += [out / f"quality-{name}.json", md]
         print(md.read_text())
     return written

@@ -64,3 +64,27 @@ def test_demo_collects_a_half_and_fails_clearly_after_writing_the_report(tmp_pat
     assert "failed: RuntimeError: no weights" in (tmp_path / "demo2" / "report.html").read_text()
     with pytest.raises(Exception, match="unknown part 'sound'"):
         demo.run_demo("sound", tmp_path / "demo3")
+
+
+def test_bench_quality_writes_tables_and_uses_the_runs_directory(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from genpref import demo
+
+    seen = {}
+
+    def bench(runs, seeds, steps):
+        seen["runs"], seen["seeds"] = runs, seeds
+        return {"task": "shapes", "rows": [{"objective": "base", "seed": None, "heldout_accuracy": 0.25}],
+                "summary": [{"objective": "dro", "runs": 3, "heldout_accuracy": 0.5, "heldout_accuracy_ci95": [0.4, 0.6]}]}
+
+    half = types.ModuleType("fake_bench_half")
+    half.bench_quality = bench
+    monkeypatch.setitem(sys.modules, "fake_bench_half", half)
+    monkeypatch.setattr(demo, "HALVES", {"image": "fake_bench_half"})
+    written = demo.bench_quality("image", tmp_path / "results", seeds=(0, 1, 2), runs_dir=tmp_path / "runs")
+    assert seen == {"runs": tmp_path / "runs" / "image", "seeds": [0, 1, 2]}
+    table = (tmp_path / "results" / "quality-image.md").read_text()
+    assert "base model: heldout accuracy 0.250" in table and "| dro | 3 | 0.500 [0.400, 0.600] |" in table
+    assert json.loads(written[0].read_text())["summary"][0]["objective"] == "dro"
