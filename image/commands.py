@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from genpref import distributed
 from genpref.errors import UserError
 from image import export as image_export
 from image.data import grid
@@ -99,7 +100,7 @@ def evaluate(target: str | Path, args) -> dict:
         raise UserError(f"{target}: not a run directory or a config file")
     ev = cfg.eval or {}
     settings = protocol.settings_from(args, ev)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = distributed.state().device  # this process's device under `accelerate launch`
     prompt_spec = str(args.prompts or ev.get("prompts"))
     scorers = protocol.build_scorers(protocol.scorer_specs(args.scorer, cfg, prompt_spec), cfg, device)
 
@@ -125,10 +126,15 @@ def evaluate(target: str | Path, args) -> dict:
         models.append(protocol.Model(label, lambda: load_run(other, device), f"{other} (final weights)"))
 
     out = Path(args.out) if args.out else (target / "eval" if target.is_dir() else Path("eval"))
-    print(f"genpref eval: {settings.describe()}")
-    print(f"scorers: {', '.join(scorers)}; models: " + "; ".join(f"{m.label} = {m.source}" for m in models))
+    say = print if distributed.is_main() else (lambda *a, **k: None)
+    say(f"genpref eval: {settings.describe()}")
+    say(f"scorers: {', '.join(scorers)}; models: " + "; ".join(f"{m.label} = {m.source}" for m in models))
+    if distributed.describe():
+        say(f"genpref eval: {distributed.describe()}")
     report = protocol.evaluate(models, settings, scorers, out,
                                extra={"target": str(target), "against": against, "overrides": overrides})
+    if not report:  # not the main process
+        return report
     print(report["table"])
     print(f"wrote {out / 'eval.json'}, {out / 'eval.txt'}, {report['grid']} and {out / 'images'}/")
     return report

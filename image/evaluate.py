@@ -183,25 +183,34 @@ class Model:
 
 def generate_and_score(adapter, settings: Settings, scorers: dict, image_dir: Path, progress: bool = True,
                        desc: str = "eval") -> dict[str, np.ndarray]:
-    """Every (prompt, seed) image, saved as image_dir/p{index}_s{seed}.png; returns {scorer: [P, K] scores}."""
+    """Every (prompt, seed) image, saved as image_dir/p{index}_s{seed}.png; returns {scorer: [P, K] scores}.
+    Under `accelerate launch` each process generates and scores every world-th (seed, batch) and all of
+    them receive every score (a batch's noise depends only on its seed, so the images do not change)."""
     from tqdm.auto import tqdm
 
+    from genpref import distributed
+
     n, b = len(settings.prompts), settings.batch_size
-    scores = {name: np.zeros((n, settings.images_per_prompt)) for name in scorers}
+    work = [(j, seed, start) for j, seed in enumerate(settings.seeds) for start in range(0, n, b)]
     image_dir.mkdir(parents=True, exist_ok=True)
-    with tqdm(total=n * settings.images_per_prompt, desc=desc, disable=not progress, dynamic_ncols=True) as bar:
-        for j, seed in enumerate(settings.seeds):
-            for start in range(0, n, b):
-                prompts = settings.prompts[start:start + b]
-                batch = adapter.encode_prompts(prompts)
-                x0 = adapter.generate(batch, generator=torch.Generator().manual_seed(seed), num_steps=settings.steps,
-                                      guidance=settings.guidance, solver=settings.solver)
-                images = adapter.decode(x0, batch)
-                for name, scorer in scorers.items():
-                    scores[name][start:start + len(prompts), j] = scorer.score(images, prompts).double().numpy()
-                for i, image in enumerate(images):
-                    image.save(image_dir / f"p{start + i:04d}_s{seed}.png")
-                bar.update(len(prompts))
+    local = {}
+    with tqdm(total=len(work), desc=desc, disable=not progress or not distributed.is_main(), dynamic_ncols=True,
+              unit="batch") as bar:  # fmt: skip
+        for k in distributed.my_items(len(work)):
+            _, seed, start = work[k]
+            prompts = settings.prompts[start:start + b]
+            batch = adapter.encode_prompts(prompts)
+            x0 = adapter.generate(batch, generator=torch.Generator().manual_seed(seed), num_steps=settings.steps,
+                                  guidance=settings.guidance, solver=settings.solver)
+            images = adapter.decode(x0, batch)
+            local[k] = {name: scorer.score(images, prompts).double().numpy() for name, scorer in scorers.items()}
+            for i, image in enumerate(images):
+                image.save(image_dir / f"p{start + i:04d}_s{seed}.png")
+            bar.update(distributed.covered(k, len(work)))
+    scores = {name: np.zeros((n, settings.images_per_prompt)) for name in scorers}
+    for (j, _, start), batch_scores in zip(work, distributed.gather_in_order(local, len(work))):
+        for name, values in batch_scores.items():
+            scores[name][start:start + len(values), j] = values
     return scores
 
 
@@ -281,8 +290,12 @@ def evaluate(models: Sequence[Model], settings: Settings, scorers: dict, out: Pa
              n_boot: int = N_BOOT, extra: dict | None = None) -> dict:
     """Generate, score and compare (models[0] against models[1] when there are two); writes eval.json,
     eval.txt, grid.png and images/<model>/ under `out`; returns the report."""
+    from genpref import distributed
+
     out = Path(out)
     results = run_models(models, settings, scorers, out, progress)
+    if not distributed.is_main():  # every process took part in generating; one writes the report
+        return {}
     labels = [m.label for m in models]
     report: dict = {
         **(extra or {}),

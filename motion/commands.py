@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genpref import distributed
 from genpref.adapter import Batch
 from genpref.config import Config, ConfigError, load_config
 from genpref.errors import UserError
@@ -30,7 +31,7 @@ def load_run(target: str | Path, device: torch.device | None = None, overrides: 
     from motion.adapter import build_adapter
 
     target = Path(target)
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or distributed.state().device  # this process's device under `accelerate launch`
     if target.is_dir():
         cfg = _config(target / "config.yaml", [f"train.output_dir={target}", *overrides])
         final = target / "final"
@@ -135,6 +136,8 @@ def evaluate(target: str | Path, args) -> dict:
             padded[i, : len(m)] = m
         return padded
 
+    if distributed.describe() and distributed.is_main():
+        print(f"genpref eval: {distributed.describe()}")
     results = t2m_evaluate(
         evaluator, vectorizer, root, generate,
         replications=args.replications or int(ev.get("replications", 20)),
@@ -142,8 +145,10 @@ def evaluate(target: str | Path, args) -> dict:
         mm=bool(args.mm or ev.get("mm", False)),
         convention=ev.get("convention", "t2m"), seed=int(ev.get("seed", 0)),
         diversity_times=int(ev.get("diversity_times", 300)),
-        cache_dir=out / "cache", progress=True,
+        cache_dir=out / "cache", progress=distributed.is_main(),
     )
+    if not distributed.is_main():  # every process generated its share; one writes the results
+        return results
     results["sampler"] = {"solver": adapter.solver, "steps": steps, "guidance": guidance}
     results["target"] = str(target)
     (out / "eval.json").write_text(json.dumps(results, indent=1))

@@ -20,6 +20,7 @@ texts (100, as the papers state; MDM rounds up to whole batches, 128).
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def _real_embeddings(evaluator, vectorizer, sample: EvalPass, cache_file: Path |
     motion = _embed_motions(evaluator, sample.motions)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache_file.with_name(cache_file.name + ".partial.npz")
+        partial = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.partial.npz")  # processes may race here
         np.savez(partial, text=text, motion=motion, lengths=sample.lengths, order=sample.order)
         partial.replace(cache_file)  # complete files only
     return text, motion
@@ -94,9 +95,15 @@ def _real_embeddings(evaluator, vectorizer, sample: EvalPass, cache_file: Path |
 
 def _generate(generate: Generate, texts: list[str], lengths: np.ndarray, seeds: list[int], batch_size: int,
               bar) -> list[np.ndarray]:  # fmt: skip
-    """Generated de-normalised motions, each cut to its length, in the order of `texts`."""
-    out = []
-    for b, start in enumerate(range(0, len(texts), batch_size)):
+    """Generated de-normalised motions, each cut to its length, in the order of `texts`. Under `accelerate
+    launch` each process generates every world-th batch (a batch's noise depends only on its seed) and
+    all processes receive every motion."""
+    from genpref import distributed
+
+    starts = list(range(0, len(texts), batch_size))
+    local = {}
+    for b in distributed.my_items(len(starts)):
+        start = starts[b]
         part_lengths = lengths[start : start + batch_size]
         result = generate(texts[start : start + batch_size], part_lengths, seeds[b])
         result = result.detach().float().cpu().numpy() if isinstance(result, torch.Tensor) else np.asarray(result)
@@ -108,9 +115,9 @@ def _generate(generate: Generate, texts: list[str], lengths: np.ndarray, seeds: 
         for motion, n in zip(result, part_lengths):
             if not np.isfinite(motion[:n]).all():
                 raise UserError(f"generate() returned NaN or inf for the prompt {texts[start]!r} (batch at {start})")
-            out.append(motion[:n].astype(np.float32))
-        bar.update(1)
-    return out
+        local[b] = [motion[:n].astype(np.float32) for motion, n in zip(result, part_lengths)]
+        bar.update(distributed.covered(b, len(starts)))
+    return [motion for batch in distributed.gather_in_order(local, len(starts)) for motion in batch]
 
 
 def _batch_seeds(seed: int, *key: int, batches: int) -> list[int]:

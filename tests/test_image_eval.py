@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from launch import ACCELERATE, genpref
 from PIL import Image
 
 from genpref import build
@@ -138,3 +139,20 @@ def test_eval_errors_are_one_line(run, brightness, capsys, argv, message):
     assert main(["eval", str(run), *argv]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+@pytest.mark.skipif(not ACCELERATE.exists(), reason="accelerate CLI not installed")
+def test_eval_sharded_over_two_processes_equals_one(run, tmp_path):
+    """Each process generates every other (seed, batch); the gathered scores and the images are a single
+    process's, and the report is written once."""
+    args = ["eval", str(run), "--prompts", "shapes", "--against", "base", "--images-per-prompt", "2", "--steps", "2",
+            "--batch-size", "4"]
+    genpref([*args, "--out", str(tmp_path / "one")], procs=1)
+    printed = genpref([*args, "--out", str(tmp_path / "two")], procs=2).stdout
+    assert "genpref eval: 2 processes share the generation" in printed
+    assert printed.count("genpref eval: sampler") == 1 and printed.count("wrote ") == 1  # from the main process only
+    one, two = (json.loads((tmp_path / d / "eval.json").read_text()) for d in ("one", "two"))
+    assert two["scores"] == one["scores"] and two["win_rates"] == one["win_rates"]
+    for name in ("dpo/p0000_s0.png", "dpo/p0011_s1.png", "base/p0005_s1.png"):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "one" / "images" / name)),
+                              np.asarray(Image.open(tmp_path / "two" / "images" / name)))

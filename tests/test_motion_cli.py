@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from launch import ACCELERATE, genpref
 from test_motion_evaluator import SMALL, VOCAB, make_run, write_glove, write_humanml_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,3 +59,17 @@ def test_eval_runs_the_t2m_protocol_end_to_end(motion_run):
     for name in ("R_precision_top1", "MM_Dist", "FID", "Diversity"):
         assert np.isfinite(report["metrics"][name]["mean"])
     assert any((out / "samples").glob("*.gif"))
+
+
+@pytest.mark.skipif(not ACCELERATE.exists(), reason="accelerate CLI not installed")
+def test_eval_sharded_over_two_processes_equals_one(motion_run):
+    """Each process generates every other batch; the gathered metrics equal a single process's."""
+    tmp, run = motion_run
+    args = ["eval", str(run), "--evaluator", str(tmp / "evaluator"), "--glove", str(tmp / "glove"), "--replications", "2",
+            "--steps", "3", "--batch-size", "8", "eval.diversity_times=20", "eval.root=" + str(tmp / "data")]
+    genpref([*args, "--out", str(tmp / "eval-1")], procs=1)
+    printed = genpref([*args, "--out", str(tmp / "eval-2")], procs=2).stdout
+    assert "genpref eval: 2 processes share the generation" in printed and printed.count("R_precision_top1") == 1
+    one, two = (json.loads((tmp / d / "eval.json").read_text()) for d in ("eval-1", "eval-2"))
+    for name, values in one["per_replication"].items():
+        assert two["per_replication"][name] == pytest.approx(values, rel=1e-5, abs=1e-6), name

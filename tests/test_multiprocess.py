@@ -1,27 +1,15 @@
 """Two CPU processes (gloo) through `accelerate launch`, as the README documents, against one process."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-ACCELERATE = Path(sys.executable).with_name("accelerate")
+from launch import ACCELERATE, ROOT, genpref
 
 
 def _train(out: Path, procs: int, batch: int):
-    args = [str(ROOT / "configs/toy/toy_dpo.yaml"), f"train.output_dir={out}", f"train.batch_size={batch}", "train.max_steps=12"]
-    if procs == 1:
-        cmd = [sys.executable, "-m", "genpref", "train", *args]
-    else:
-        cmd = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", str(procs), "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "genpref", "train", *args]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
-    out_ = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
-    assert out_.returncode == 0, out_.stderr[-3000:]
+    genpref(["train", str(ROOT / "configs/toy/toy_dpo.yaml"), f"train.output_dir={out}", f"train.batch_size={batch}",
+             "train.max_steps=12"], procs, timeout=300)  # fmt: skip
 
 
 @pytest.mark.skipif(not ACCELERATE.exists(), reason="accelerate CLI not installed")
