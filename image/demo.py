@@ -43,6 +43,8 @@ ARMS = {
     "bootstrap": "shapes_bootstrap.yaml",
     "hypo": "shapes_hypo.yaml",
     "direct_reward": "shapes_direct_reward.yaml",
+    "reset_dpo_anchor": "shapes_reset_dpo_anchor.yaml",
+    "sera_anchor": "shapes_sera_anchor.yaml",
 }
 # metrics.jsonl keys copied into the demo's curves (those a run logs): losses, ranking, collapse watch,
 # and the verifier's score of online samples (SoPo, OAIF)

@@ -49,6 +49,8 @@ ARMS = {
     "bootstrap": "moves_bootstrap.yaml",
     "hypo": "moves_hypo.yaml",
     "direct_reward": "moves_direct_reward.yaml",
+    "reset_dpo_anchor": "moves_reset_dpo_anchor.yaml",
+    "sera_anchor": "moves_sera_anchor.yaml",
 }
 # the base MDM of the moves task: 3 layers, 96 wide (0.32 M parameters), 100-step cosine schedule
 BASE_MDM = {"latent_dim": 96, "ff_size": 192, "num_layers": 3, "num_heads": 4, "diffusion_steps": 100}
