@@ -437,6 +437,28 @@ def evaluate_model(checkpoint: Path, data_root: Path, cache: Path, noise_seed: i
     return out
 
 
+def t2m_metrics(checkpoint: Path, data_root: Path, evaluator: Path, cache: Path, seed: int = 4242) -> dict:
+    """R-precision top-1, MM-Dist and FID on the test split with the task's T2M evaluator (EVAL t2m_passes
+    passes, complete groups of 32; the same captions, crops and noise for every model), and the real
+    motions' R-precision and MM-Dist for scale; cached as JSON."""
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    from motion.eval_data import load_split
+    from motion.rewards import T2MReward
+
+    reward = T2MReward.load(evaluator, [data_root / "glove"])
+    split = load_split(data_root, "test")
+    adapter = load_model(checkpoint, data_root)
+    passes = [t2m_pass(reward, split, {"model": adapter}, seed + p, progress=False) for p in range(EVAL["t2m_passes"])]
+    mean = lambda who, key: float(np.mean([p[who][key][:, 0] if key == "hits" else p[who][key] for p in passes]))  # noqa: E731
+    out = {"test_r_precision_top1": mean("model", "hits"), "test_mm_dist": mean("model", "dist"),
+           "test_fid": float(np.mean([p["model"]["fid"] for p in passes])),
+           "real_r_precision_top1": mean("real", "hits"), "real_mm_dist": mean("real", "dist")}  # fmt: skip
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(out))
+    return out
+
+
 def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, arms: Sequence[str] | None = None) -> dict:
     """Every objective in ARMS (or `arms`) × seeds from the same base at each config's budget (or `steps`
     for all), evaluated on held-out and training combinations with one shared set of initial noise.
@@ -456,17 +478,22 @@ def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, 
     for arm in arms:
         for seed in seeds:
             row_path = out_dir / "rows" / f"{arm}-{seed}.json"
-            if row_path.is_file():
-                rows.append(json.loads(row_path.read_text()))
-                continue
             run = out_dir / "runs" / f"{arm}-{seed}"
+            if row_path.is_file():
+                row = json.loads(row_path.read_text())
+                if "test_fid" not in row and (run / "final" / "model.pt").is_file():  # rows from before the T2M columns
+                    row.update(t2m_metrics(run / "final" / "model.pt", data_root, evaluator, evals / f"{arm}-{seed}-t2m.json"))
+                    row_path.write_text(json.dumps(row, indent=1))
+                rows.append(row)
+                continue
             overrides = {**common_overrides(base, data_root, evaluator, seed), "data.pairs": str(feedback["pairs"]),
                          "data.ratings": str(feedback["ratings"])}  # fmt: skip
             if steps is not None:
                 overrides["train.max_steps"] = steps
             seconds = train_arm(ARMS[arm], run, overrides)
             r = evaluate_model(run / "final" / "model.pt", data_root, evals / f"{arm}-{seed}.npz", noise_seed)
-            row = {"objective": arm, "seed": seed, "train_s": round(seconds, 1)}
+            row = {"objective": arm, "seed": seed, "train_s": round(seconds, 1),
+                   **t2m_metrics(run / "final" / "model.pt", data_root, evaluator, evals / f"{arm}-{seed}-t2m.json")}
             for split in ("heldout", "train"):
                 row.update(stats.versus_base(split, r[f"{split}_all"], base_eval[f"{split}_all"], r[f"{split}_score"],
                                              base_eval[f"{split}_score"], seed))  # fmt: skip
@@ -478,14 +505,15 @@ def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, 
             row_path.write_text(json.dumps(row, indent=1))
             rows.append(row)
     base_row = {"objective": "base", "seed": None,
-                **{f"{s}_accuracy": float(base_eval[f"{s}_all"].mean()) for s in ("heldout", "train")}}  # fmt: skip
+                **{f"{s}_accuracy": float(base_eval[f"{s}_all"].mean()) for s in ("heldout", "train")},
+                **t2m_metrics(base, data_root, evaluator, evals / "base-t2m.json")}  # fmt: skip
     return {"task": "moves", "rows": [base_row, *rows], "summary": summarize(rows),
             "settings": {"eval": {**EVAL, "noise_seed": noise_seed}, "seeds": list(seeds), "steps": steps,
                          "base_weights": str(base)}}  # fmt: skip
 
 
 SUMMARY_METRICS = ("heldout_accuracy", "heldout_diff_vs_base", "heldout_win_rate_vs_base", "train_accuracy",
-                   "train_diff_vs_base", "train_s")
+                   "train_diff_vs_base", "test_r_precision_top1", "test_mm_dist", "test_fid", "train_s")
 
 
 def summarize(rows: list[dict]) -> list[dict]:

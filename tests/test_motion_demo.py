@@ -52,6 +52,8 @@ def test_run_demo_writes_paired_results_figures_and_runs(small, tmp_path):
 
 def test_bench_rows_are_paired_with_one_base_and_resume(small, tmp_path):
     out = tmp_path / "bench"
-    check_bench_resumes(small.bench_quality, out)
+    result = check_bench_resumes(small.bench_quality, out)
+    for row in result["rows"]:  # the T2M columns, for the base too
+        assert row["test_fid"] >= 0 and 0 <= row["test_r_precision_top1"] <= 1 and row["test_mm_dist"] > 0
     with pytest.raises(UserError, match="unknown motion arm"):
         small.bench_quality(out, seeds=[0], arms=["nope"])
