@@ -15,6 +15,17 @@ from pathlib import Path
 HALVES = {"image": "image.demo", "motion": "motion.demo"}
 
 
+def recipe_config(directory: Path, file: str, overrides: dict):
+    """<directory>/<file> (a recipe the demos read as shipped) with {"section.key": value} overrides."""
+    from genpref.config import load_config_values
+    from genpref.errors import UserError
+
+    path = Path(directory) / file
+    if not path.is_file():
+        raise UserError(f"{path} not found: the demo reads the recipes in the repository's {Path(directory).name}/ configs")
+    return load_config_values(path, overrides)
+
+
 def _halves(which: str) -> list[str]:
     if which == "all":
         return list(HALVES)

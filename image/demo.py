@@ -70,12 +70,9 @@ def write_task_data(data_dir: Path) -> dict[str, Path]:
 
 def recipe_config(file: str, overrides: dict):
     """configs/image/<file> with {"section.key": value} overrides applied."""
-    from genpref.config import load_config_values
+    from genpref.demo import recipe_config as read_recipe
 
-    path = CONFIGS / file
-    if not path.is_file():
-        raise UserError(f"{path} not found: the demo reads the recipes in the repository's configs/image/")
-    return load_config_values(path, overrides)
+    return read_recipe(CONFIGS, file, overrides)
 
 
 def base_weights(out_dir: Path, seed: int = 0) -> Path:

@@ -17,7 +17,6 @@ The recipes are the YAML files in configs/motion/, read as they are with only pa
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,12 +27,11 @@ import torch
 from genpref import stats
 from genpref.errors import UserError
 from motion import moves
+from motion.draw import pose_grid, side_by_side_gif
+from motion.moves_weights import base_and_evaluator, build_assets
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs" / "motion"
-ASSETS = Path(__file__).resolve().parent / "assets" / "moves"
-BASE = ASSETS / "base" / "model.pt"  # MDM (released layout, args.json beside it)
-EVALUATOR = ASSETS / "evaluator"  # model/finest.tar + meta/{mean,std}.npy
 RECIPE = "sopo"  # the default motion preference recipe
 # bench arms: name -> config file in configs/motion/ (each fine-tunes the same base)
 ARMS = {
@@ -52,8 +50,6 @@ ARMS = {
     "reset_dpo_anchor": "moves_reset_dpo_anchor.yaml",
     "sera_anchor": "moves_sera_anchor.yaml",
 }
-# the base MDM of the moves task: 3 layers, 96 wide (0.32 M parameters), 100-step cosine schedule
-BASE_MDM = {"latent_dim": 96, "ff_size": 192, "num_layers": 3, "num_heads": 4, "diffusion_steps": 100}
 EVAL = {"per_combo": 40, "frames": 48, "steps": 10, "solver": "dpmsolver++", "t2m_passes": 2}
 CURVES = ("loss", "implicit_acc", "open_gate", "reward_l", "reward_online", "e_ratio_w", "margin")
 
@@ -63,69 +59,9 @@ CURVES = ("loss", "implicit_acc", "open_gate", "reward_l", "reward_online", "e_r
 
 def recipe_config(file: str, overrides: dict):
     """configs/motion/<file> with {"section.key": value} overrides applied."""
-    from genpref.config import load_config_values
+    from genpref.demo import recipe_config as read_recipe
 
-    path = CONFIGS / file
-    if not path.is_file():
-        raise UserError(f"{path} not found: the demo reads the recipes in the repository's configs/motion/")
-    return load_config_values(path, overrides)
-
-
-def write_initial_model(out_dir: Path, seed: int = 0) -> Path:
-    """A randomly initialised BASE_MDM (released layout) conditioned on the moves text encoder (300-d)."""
-    from motion.mdm import MDM, released_args, save_mdm
-
-    size = {k: v for k, v in BASE_MDM.items() if k != "diffusion_steps"}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = MDM(**size, clip_dim=300, mask_frames=True, pos_embed_max_len=256)
-    return save_mdm(model, out_dir, released_args(model, BASE_MDM["diffusion_steps"]))
-
-
-def pretrain_base(data_root: Path, run_dir: Path, seed: int = 0) -> Path:
-    """configs/motion/moves_base.yaml from a fresh BASE_MDM: SFT on the noisy captions."""
-    from genpref.train import train
-
-    init = write_initial_model(run_dir.parent / f"{run_dir.name}-init", seed)
-    shutil.rmtree(run_dir, ignore_errors=True)
-    train(recipe_config("moves_base.yaml", {"model.path": str(init), "model.text_encoder": str(data_root / "text_encoder"),
-                                            "data.root": str(data_root / "noisy"), "train.output_dir": str(run_dir),
-                                            "train.seed": seed}))  # fmt: skip
-    return run_dir / "final" / "model.pt"
-
-
-EVALUATOR_ARGS = ["--epochs", "40", "--decomp-epochs", "20", "--movement-hidden", "128", "--movement-latent", "128",
-                  "--text-hidden", "128", "--motion-hidden", "128", "--coemb", "128", "--batch-size", "32",
-                  "--lr", "1e-3"]  # fmt: skip
-
-
-def train_evaluator(data_root: Path, run_dir: Path, seed: int = 0) -> Path:
-    """A small T2M evaluator on the moves data (python -m motion.train_evaluator with EVALUATOR_ARGS)."""
-    from motion import train_evaluator as te
-
-    shutil.rmtree(run_dir, ignore_errors=True)
-    te.run(te.parse_args(["--root", str(data_root), "--glove", str(data_root / "glove"), "--out", str(run_dir),
-                          "--seed", str(seed), "--device", "cpu", *EVALUATOR_ARGS]))  # fmt: skip
-    shutil.copytree(data_root / "glove", run_dir / "glove", dirs_exist_ok=True)
-    return run_dir
-
-
-def base_and_evaluator(out_dir: Path, data_root: Path, seed: int = 0) -> tuple[Path, Path]:
-    """The shipped base MDM and evaluator, or (when missing) ones trained now (tens of minutes on a CPU)."""
-    import warnings
-
-    base, evaluator = BASE, EVALUATOR
-    if not base.is_file():
-        warnings.warn(f"{BASE} is missing: pretraining the base now (python -m motion.demo assets ships it)", stacklevel=2)
-        base = out_dir / "runs" / "base" / "final" / "model.pt"
-        if not base.is_file():
-            base = pretrain_base(data_root, out_dir / "runs" / "base", seed)
-    if not (evaluator / "model" / "finest.tar").is_file():
-        warnings.warn(f"{EVALUATOR} is missing: training the T2M evaluator now", stacklevel=2)
-        evaluator = out_dir / "runs" / "evaluator"
-        if not (evaluator / "model" / "finest.tar").is_file():
-            train_evaluator(data_root, evaluator, seed)
-    return base, evaluator
+    return read_recipe(CONFIGS, file, overrides)
 
 
 def common_overrides(base: Path, data_root: Path, evaluator: Path, seed: int) -> dict:
@@ -249,62 +185,6 @@ def curves(run_dir: Path) -> dict[str, list[list[float]]]:
     from genpref.rundir import metric_curves
 
     return metric_curves(run_dir, CURVES)
-
-
-# ---------------------------------------------------------------------------------------------- figures
-
-
-def pose_grid(motions: dict[str, list[np.ndarray]], prompts: Sequence[str], picks: Sequence[int], path: Path) -> Path:
-    """Rows = picked prompts, columns = models: six poses of each motion (same noise across models)."""
-    from PIL import Image
-
-    from motion.draw import strip
-    from motion.skeleton import recover_from_ric
-
-    tiles_dir = path.parent / (path.stem + "-tiles")
-    rows = []
-    for i in picks:
-        cells = [Image.open(strip(recover_from_ric(motions[name][i]), tiles_dir / f"{name}-{i}.png", frames=6,
-                                  title=f"{name}: {prompts[i]}", size=1.1, dpi=60)) for name in motions]  # fmt: skip
-        rows.append(cells)
-    width = sum(c.width for c in rows[0]) + 8 * (len(rows[0]) - 1)
-    height = sum(r[0].height for r in rows)
-    canvas = Image.new("RGB", (width, height), (255, 255, 255))
-    y = 0
-    for cells in rows:
-        x = 0
-        for cell in cells:
-            canvas.paste(cell.convert("RGB"), (x, y))
-            x += cell.width + 8
-        y += cells[0].height
-    canvas.save(path)
-    shutil.rmtree(tiles_dir, ignore_errors=True)
-    return path
-
-
-def side_by_side_gif(motions: dict[str, np.ndarray], path: Path) -> Path:
-    """One animated GIF with a stick figure per model for the same prompt and initial noise."""
-    from PIL import Image, ImageSequence
-
-    from motion.draw import animate
-    from motion.skeleton import recover_from_ric
-
-    parts = [animate(recover_from_ric(m), path.parent / f"{path.stem}-{name}.gif", title=name, size=3.0, dpi=60, every=2)
-             for name, m in motions.items()]  # the prompt is in the figure's title
-    clips = [[f.convert("RGB") for f in ImageSequence.Iterator(Image.open(p))] for p in parts]
-    frames = []
-    for t in range(max(len(c) for c in clips)):
-        cells = [c[min(t, len(c) - 1)] for c in clips]
-        canvas = Image.new("RGB", (sum(c.width for c in cells), max(c.height for c in cells)), (255, 255, 255))
-        x = 0
-        for cell in cells:
-            canvas.paste(cell, (x, 0))
-            x += cell.width
-        frames.append(canvas)
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
-    for p in parts:
-        p.unlink()
-    return path
 
 
 # ---------------------------------------------------------------------------------------------- demo
@@ -519,28 +399,6 @@ SUMMARY_METRICS = ("heldout_accuracy", "heldout_diff_vs_base", "heldout_win_rate
 def summarize(rows: list[dict]) -> list[dict]:
     """Per objective: the mean over seeds of each metric with a t interval over seeds."""
     return stats.summarize_runs(rows, SUMMARY_METRICS, by="objective")
-
-
-# ---------------------------------------------------------------------------------------------- assets
-
-
-def build_assets(data_dir: Path, work_dir: Path, seed: int = 0) -> tuple[Path, Path]:
-    """Rebuild the shipped weights: the data, the base (configs/motion/moves_base.yaml from a seeded
-    BASE_MDM) and the evaluator (EVALUATOR_ARGS), copied into motion/assets/moves/."""
-    from motion.evaluator import NETWORK_KEYS
-
-    data_root = moves.build(data_dir, progress=True)
-    final = pretrain_base(data_root, work_dir / "base", seed)
-    evaluator = train_evaluator(data_root, work_dir / "evaluator", seed)
-    (ASSETS / "base").mkdir(parents=True, exist_ok=True)
-    for name in ("model.pt", "args.json"):
-        shutil.copyfile(final.parent / name, ASSETS / "base" / name)
-    checkpoint = torch.load(evaluator / "model" / "finest.tar", map_location="cpu", weights_only=True)
-    (EVALUATOR / "model").mkdir(parents=True, exist_ok=True)
-    torch.save({k: checkpoint[k] for k in NETWORK_KEYS}, EVALUATOR / "model" / "finest.tar")  # no optimizer state
-    for sub in ("meta", "glove"):
-        shutil.copytree(evaluator / sub, EVALUATOR / sub, dirs_exist_ok=True)
-    return ASSETS / "base" / "model.pt", EVALUATOR
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,13 +22,13 @@ def small(monkeypatch):
 
 def test_every_moves_arm_config_validates(small, tmp_path):
     from genpref import build
-    from motion import moves
+    from motion import moves, moves_weights
 
     root = moves.build(tmp_path / "data", moves.BuildSettings(train_per_combo=1, val_per_combo=1, test_heldout_per_combo=1,
                                                               test_seen_per_combo=1))  # fmt: skip
     for name in ("pairs.jsonl", "ratings.jsonl", "text_encoder"):
         (tmp_path / name).touch()
-    paths = {"data.root": str(root), "data.pairs": str(tmp_path / "pairs.jsonl"), "model.path": str(small.BASE),
+    paths = {"data.root": str(root), "data.pairs": str(tmp_path / "pairs.jsonl"), "model.path": str(moves_weights.BASE),
              "data.ratings": str(tmp_path / "ratings.jsonl"), "model.text_encoder": str(tmp_path / "text_encoder")}  # fmt: skip
     for arm, file in small.ARMS.items():
         cfg = small.recipe_config(file, {"train.output_dir": str(tmp_path / arm), **paths})
