@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
@@ -10,9 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-# callback(i, t, x_t, model_output) is called once per sampler step, before the step is taken:
-# x_t is the state the model saw at timestep t, model_output its raw prediction (ε, x0 or v).
-StepCallback = Callable[[int, Tensor, Tensor, Tensor], None]
+from genpref.sampling import StepCallback, TransitionCallback
 
 ROLES = ("pairs", "experts", "prompts", "ratings")
 
@@ -115,6 +113,8 @@ class Adapter(Protocol):
         start_t: int | None = None,
         timestep_jitter: bool = False,
         callback: StepCallback | None = None,
+        eta: float | None = None,
+        on_transition: TransitionCallback | None = None,
     ) -> Tensor:
         """Sample x0 for batch's conditions with the current weights (no grad, eval mode).
 
@@ -124,6 +124,8 @@ class Adapter(Protocol):
         timestep_jitter: DiffusionDRO's per-trajectory timestep perturbation: every sample's timesteps
                          are shifted by its own random offset in [0, num_train_timesteps // num_steps)
         callback:        sees every step (trajectory recording); `t` may be a scalar or per-sample [B]
+        eta:             stochastic DDIM of that η (online RL; needs online.solver ddim)
+        on_transition:   sees every DDIM transition (i, t, x_t, x_prev, log_prob [B]) of the rollout
         """
 
     def decode(self, x0: Tensor, batch: Batch) -> list[Any]:

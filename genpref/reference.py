@@ -44,3 +44,14 @@ def frozen_copy(module: nn.Module, dtype=None) -> nn.Module:
         ref.to(dtype=dtype)
     ref.requires_grad_(False)
     return ref.eval()
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """`module` in eval mode for the block (sampling: no dropout), its previous mode restored afterwards."""
+    was = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was)

@@ -17,12 +17,12 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from genpref import sampling
 from genpref.adapter import Batch, StepCallback
 from genpref.config import Config
 from genpref.errors import UserError
-from genpref.reference import adapters_disabled, frozen_copy
+from genpref.reference import adapters_disabled, eval_mode, frozen_copy
 from image import data as image_data
-from image import sampling
 from image.cache import CachedEncoder, TensorStore
 from image.data import grid
 from image.export import LORA_WEIGHTS
@@ -246,12 +246,13 @@ class ImageAdapter:
     @torch.no_grad()
     def generate(self, batch: Batch, *, generator: torch.Generator, num_steps: int, guidance: float = 1.0,
                  start_t: int | None = None, callback: StepCallback | None = None,
-                 timestep_jitter: bool = False, solver: str | None = None) -> Tensor:
-        """Sample latents for batch.cond with the current weights, through our own loop over scheduler.step.
+                 timestep_jitter: bool = False, solver: str | None = None, eta: float | None = None,
+                 on_transition: sampling.TransitionCallback | None = None) -> Tensor:
+        """Sample latents for batch.cond with the current weights through genpref's sampling loop.
 
         timestep_jitter: each trajectory gets its own timesteps (t_i + offset_b, offset_b in [0, T//S)),
-        DiffusionDRO's buffer_perturb_timesteps. solver: overrides online.solver. The callback receives
-        t as [B] (the per-row timesteps the model saw)."""
+        DiffusionDRO's buffer_perturb_timesteps. solver: overrides online.solver. eta / on_transition:
+        stochastic DDIM with every transition's log-prob (online RL). The callback receives t as [B]."""
         n = len(batch)
         if start_t is not None and batch.x0 is None:
             raise ValueError("generate: start_t needs batch.x0 (the data to noise)")
@@ -275,14 +276,10 @@ class ImageAdapter:
             out_u, out_c = self.predict(torch.cat([x_in, x_in]), torch.cat([t, t]), Batch(None, cond)).float().chunk(2)
             return out_u + guidance * (out_c - out_u)
 
-        module = unwrap(self.denoiser)
-        was_training = module.training
-        module.eval()
-        try:
-            return sampling.sample(predict, tracks, shape, generator=generator, device=self.device,
-                                   x0=batch.x0, callback=callback)
-        finally:
-            module.train(was_training)
+        noise = torch.randn(shape, generator=generator, device=generator.device).to(self.device)
+        with eval_mode(unwrap(self.denoiser)):
+            return sampling.sample(predict, tracks, noise, generator=generator, x0=batch.x0 if start_t is not None else None, eta=eta,
+                                   callback=callback, on_transition=on_transition)
 
     @torch.no_grad()
     def decode(self, x0: Tensor, batch: Batch | None = None) -> list:

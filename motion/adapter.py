@@ -34,14 +34,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from genpref import sampling
 from genpref.adapter import Batch
 from genpref.config import Config
 from genpref.errors import UserError
-from genpref.reference import adapters_disabled, frozen_copy
+from genpref.reference import adapters_disabled, eval_mode, frozen_copy
 from motion import data as motion_data
 from motion.mdm import MDM, guided, load_mdm, mdm_noise_scheduler, released_args, save_mdm
 from motion.mld import MLD_DDIM, MldDenoiser, MldVae, load_mld, mld_noise_scheduler, save_mld
-from motion.sampling import make_sampler, sample, sample_jittered
 from motion.text import SentenceEncoder, load_clip, tiny_clip
 
 log = logging.getLogger("genpref.motion")
@@ -169,16 +169,6 @@ def disable_attention_dropout(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, nn.MultiheadAttention):
             m.dropout = 0.0
-
-
-@contextmanager
-def eval_mode(module: nn.Module) -> Iterator[None]:
-    was = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was)
 
 
 # ---------------------------------------------------------------------------------------------- adapter
@@ -340,8 +330,12 @@ class MotionAdapter:
         start_t: int | None = None,
         timestep_jitter: bool = False,
         callback=None,
+        eta: float | None = None,
+        on_transition=None,
     ) -> Tensor:
-        """Sample x0 with the current weights in eval mode; noise comes from `generator` (drawn on the CPU)."""
+        """Sample x0 with the current weights in eval mode through genpref's sampling loop with the configured
+        solver (also under DiffusionDRO's jitter); noise comes from `generator` (drawn on the CPU). eta /
+        on_transition: stochastic DDIM with every transition's log-prob, averaged over valid frames."""
         batch = batch.to(self.device)
         shape = self.codec.noise_shape(batch, self.features)
         noise = torch.randn(shape, generator=generator).to(self.device)
@@ -349,12 +343,17 @@ class MotionAdapter:
         model_fn = lambda x, t: self._run(module, x, t, batch, guidance)
         if start_t is not None and batch.x0 is None:
             raise UserError("online.reset_t needs dataset samples to start from (the batch has no x0)")
+        config = self.noise_scheduler.config
+        timesteps = None
+        if timestep_jitter:  # DiffusionDRO's rollouts: per-trajectory timesteps on the configured solver
+            offsets = sampling.random_offsets(config.num_train_timesteps, num_steps, shape[0], generator)
+            timesteps = sampling.jittered_timesteps(config.num_train_timesteps, num_steps, offsets)
+        make = lambda: sampling.make_solver(self.solver, config, self.sampler_overrides)
+        tracks = sampling.plan(make, num_steps, shape[0], self.device, timesteps=timesteps, start_t=start_t)
         with eval_mode(module):
-            if timestep_jitter:  # DiffusionDRO's rollouts: per-sample timesteps, DDIM steps whatever the solver
-                return sample_jittered(model_fn, self.noise_scheduler, noise, num_steps, generator=generator,
-                                       x0=batch.x0, start_t=start_t, callback=callback)
-            sampler = make_sampler(self.solver, self.noise_scheduler.config, self.sampler_overrides)
-            return sample(model_fn, sampler, noise, num_steps, generator=generator, x0=batch.x0, start_t=start_t, callback=callback)
+            return sampling.sample(model_fn, tracks, noise, generator=generator, x0=batch.x0 if start_t is not None else None,
+                                   eta=eta, mask=batch.mask,
+                                   callback=callback, on_transition=on_transition)
 
     def decode(self, x0: Tensor, batch: Batch) -> list[np.ndarray]:
         mean, std = self._stats()

@@ -4,12 +4,12 @@ consistency, LoRA export into diffusers pipelines, loading LoRA into the existin
 import pytest
 import torch
 
+from genpref import sampling
 from genpref.adapter import Adapter, Batch
 from genpref.config import from_dict
 from genpref.errors import UserError
 from genpref.noising import noised_branch
 from genpref.train import branch_errors
-from image import sampling
 from image.adapter import build_adapter, set_attention
 from image.models import build_tiny, quiet, save_pipeline
 
@@ -165,7 +165,7 @@ def test_dataset_reset_starts_at_start_t(tmp_path, base_dir):
                      callback=lambda i, t, x, out: seen.append(int(t[0])))
     assert seen == expected and seen[0] <= 500 < int(solver.timesteps[0])
     with pytest.raises(UserError, match="per-trajectory"):
-        adapter.generate(batch, generator=torch.Generator(), num_steps=2, timestep_jitter=True, solver="ddim")
+        adapter.generate(batch, generator=torch.Generator(), num_steps=2, timestep_jitter=True, solver="unipc")
 
 
 def test_exported_lora_loads_into_a_diffusers_pipeline_and_changes_its_output(tmp_path, base_dir):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from genpref import sampling
 from genpref.adapter import Adapter
 from genpref.config import from_dict
 from genpref.errors import UserError
@@ -282,3 +283,23 @@ def test_jittered_rollouts_from_a_dataset_reset(root, tmp_path):
     noise = torch.randn(batch.x0.shape, generator=torch.Generator().manual_seed(2))
     abar = adapter.noise_scheduler.alphas_cumprod[first_t].view(-1, 1, 1)
     assert torch.allclose(first_x, abar.sqrt() * batch.x0 + (1 - abar).sqrt() * noise, atol=1e-5)
+
+
+@pytest.mark.parametrize("solver", ["dpmsolver++", "euler"])
+def test_jittered_rollouts_use_the_configured_solver(root, tmp_path, monkeypatch, solver):
+    """DRO's jitter used to switch motion to a hand-written DDIM whatever online.solver said."""
+    import diffusers
+
+    adapter = make(root, tmp_path, "tiny-mdm")
+    adapter.solver = solver
+    cls = getattr(diffusers, sampling.SOLVERS[solver][0])
+    calls = []
+    real_step = cls.step
+    monkeypatch.setattr(cls, "step", lambda self, out, t, x, **kw: calls.append(int(t)) or real_step(self, out, t, x, **kw))
+    batch, _ = batch_of(adapter, 3)
+    seen = []
+    adapter.generate(batch, generator=torch.Generator().manual_seed(1), num_steps=4, timestep_jitter=True,
+                     callback=lambda i, t, x, out: seen.append(t.clone()))
+    per_row = torch.stack(seen, dim=1)  # [B, S]: each row its own jittered track
+    assert len(calls) == 4 * 3 and sorted(calls) == sorted(per_row.flatten().tolist())
+    assert (per_row[:, :-1] - per_row[:, 1:] == 25).all()  # 100 // 4 apart, offsets kept along each row
