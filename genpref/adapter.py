@@ -103,6 +103,10 @@ class Adapter(Protocol):
         """Inside this context `predict` runs the frozen reference (LoRA off, or a frozen copy).
         It must restore the policy even when the body raises."""
 
+    def make_solver(self, name: str) -> Any:
+        """A fresh sampler scheduler named as `online.solver` on this model's training schedule (with any
+        per-model settings): what `generate` samples with, and what re-scores its DDIM transitions."""
+
     def generate(
         self,
         batch: Batch,

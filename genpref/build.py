@@ -44,9 +44,11 @@ OBJECTIVES = {
     "sopo": "SoPo semi-online DPO: dataset winner vs worst online sample",
     "kto": "Diffusion-KTO on single rated samples",
     "direct_reward": "Direct Reward Optimisation: (r − V(prompt) − β·implicit reward)² on single rated samples",
+    "grpo": "online reward RL: PPO-clipped per-step likelihood ratios, group-normalised rewards (DDPO / Flow-GRPO)",
+    "nft": "DiffusionNFT: online reward RL on the forward process (implicit positive / negative policies)",
 }
 
-# data.source -> (data role it reads, class in genpref.recipes)
+# data.source -> (data role it reads, class in genpref.recipes or genpref.rl)
 SOURCES = {
     "offline_pairs": ("pairs", "OfflinePairs"),
     "experts": ("experts", "Experts"),
@@ -55,6 +57,7 @@ SOURCES = {
     "sopo_online": ("experts", "SoPoOnline"),
     "ai_feedback": ("prompts", "AIFeedback"),
     "expert_vs_sample": ("experts", "ExpertVsSample"),
+    "group_rollouts": ("prompts", "GroupRollouts"),
 }
 DEFAULT_SOURCE = {
     "dpo": "offline_pairs",
@@ -63,6 +66,8 @@ DEFAULT_SOURCE = {
     "direct_reward": "ratings",
     "dro": "expert_rollouts",
     "sopo": "sopo_online",
+    "grpo": "group_rollouts",
+    "nft": "group_rollouts",
 }
 
 # enumerated values: key -> allowed
@@ -167,11 +172,13 @@ def build_source(ctx, cfg: Config):
     items = ctx.adapter.load_items(role)
     if len(items) == 0:
         raise ConfigError(f"no training items for role '{role}' (check data.{role if role != 'experts' else 'experts / data.root'})")
-    source = getattr(recipes, cls)(ctx, items)
+    from genpref import rl
+
+    source = (getattr(recipes, cls, None) or getattr(rl, cls))(ctx, items)
     if cfg.select.by == "implicit_margin":
         if not hasattr(source, "batch_at") or cfg.objective.name not in ("dpo", "dro"):
             raise ConfigError(f"select.by=implicit_margin needs a paired source that draws by position (not {source_name(cfg)})")
         source = recipes.SelectByMargin(source, cfg.select.fraction, cfg.select.direction)
-    if cfg.objective.kl_weight > 0:
+    if cfg.objective.kl_weight > 0 and cfg.objective.name not in ("grpo", "nft"):  # their KL is their own
         source = recipes.WithPolicySamples(source)
     return source

@@ -75,7 +75,7 @@ class DataConfig:
 
 @dataclass
 class ObjectiveConfig:
-    name: str = REQUIRED  # dpo | dro | sopo | kto | sft
+    name: str = REQUIRED  # dpo | dro | sopo | kto | sft | direct_reward | grpo | nft
     beta: float | None = None  # inverse temperature; null = the objective's published default
     kind: str = "sigmoid"  # dpo: sigmoid | hinge
     soft_label: bool = False  # dpo: use the pair's label as P(w preferred) (soft preference strength)
@@ -89,7 +89,12 @@ class ObjectiveConfig:
     z_ref: float = 0.0  # kto: reference point
     w_desirable: float = 1.0  # kto: weight of desirable samples
     w_undesirable: float = 1.0  # kto: weight of undesirable samples
-    kl_weight: float = 0.0  # + λ·‖pred_θ − pred_ref‖² on the policy's own online samples (HyPO)
+    kl_weight: float = 0.0  # + λ·‖pred_θ − pred_ref‖² on the policy's own online samples (HyPO); grpo: λ·KL of each step's Gaussians
+    clip_range: float = 1e-4  # grpo: PPO ratio clip ε (DDPO / Flow-GRPO: 1e-4)
+    group_norm: bool = True  # grpo/nft: standardise rewards within each prompt's group (false: DDPO's per-prompt running stats)
+    std_floor: float = 1e-4  # grpo/nft: advantages divide by max(std, std_floor)
+    adv_clip: float | None = 5.0  # grpo/nft: advantages clipped to ±adv_clip (null = off)
+    nft_beta: float = 1.0  # nft: β of the implicit policies v± (DiffusionNFT)
 
 
 @dataclass
@@ -106,6 +111,11 @@ class OnlineConfig:
     annotator: str = "reward"  # ai_feedback ranks samples by: reward (reward.models) | implicit (SeRA bootstrap)
     label_scale: float = 0.1  # ai_feedback soft label p = σ(score gap / label_scale) with objective.soft_label
     reward_draws: int = 2  # implicit reward: (t, ε) draws averaged per sample
+    group_size: int = 8  # grpo/nft: K samples per prompt, normalised as one group
+    eta: float = 1.0  # grpo: stochastic DDIM η of the rollouts (0.7–1.0 published)
+    train_fraction: float = 1.0  # grpo: fraction of each trajectory's stochastic steps trained
+    inner_epochs: int = 1  # grpo/nft: passes over each rollout batch
+    rollout_ema: float | None = None  # the rollout copy as an EMA of the policy with this decay (DiffusionNFT's sampling policy)
 
 
 @dataclass

@@ -9,10 +9,30 @@ from genpref.losses import denoising_error
 from genpref.noising import Branch
 
 
-def branch_errors(adapter: Adapter, branches: dict[str, Branch], need_reference: bool) -> tuple[dict, dict]:
-    """Policy and reference denoising errors per branch, each branch's samples in one forward pass.
+def branch_errors(adapter: Adapter, branches: dict, need_reference: bool) -> tuple[dict, dict]:
+    """Policy and reference values per branch: denoising errors of `Branch`es (all in one forward pass), and
+    for `genpref.rl.Transition` branches the log-probs of their stored DDIM transitions (err[name],
+    ref[name]) with the closed-form KL to the reference in err[name + "_kl"].
 
     A branch whose target is None regresses onto the reference's prediction (KL-to-reference)."""
+    from genpref.rl import Transition, transition_logprobs
+
+    moves = {n: b for n, b in branches.items() if isinstance(b, Transition)}
+    err: dict = {}
+    ref: dict = {}
+    for name, b in moves.items():
+        err[name], ref_logp, kl = transition_logprobs(adapter, b, need_reference)
+        if ref_logp is not None:
+            ref[name], err[name + "_kl"] = ref_logp, kl
+    plain = {n: b for n, b in branches.items() if n not in moves}
+    if plain:
+        e, r = _denoising_errors(adapter, plain, need_reference)
+        err.update(e)
+        ref.update(r)
+    return err, ref
+
+
+def _denoising_errors(adapter: Adapter, branches: dict[str, Branch], need_reference: bool) -> tuple[dict, dict]:
     names = list(branches)
     sizes = [branches[n].x_t.shape[0] for n in names]
     x_t = torch.cat([branches[n].x_t for n in names])

@@ -154,3 +154,38 @@ def kl_to_reference(pred: Tensor, ref_pred: Tensor, mask: Tensor | None = None) 
 def implicit_accuracy(margin: Tensor) -> Tensor:
     """Fraction of pairs the policy ranks right (margin > 0); exact ties (margin == 0) count as half."""
     return ((margin > 0).float() + 0.5 * (margin == 0).float()).mean()
+
+
+def group_advantages(rewards: Tensor, std_floor: float = 1e-4, clip: float | None = 5.0) -> tuple[Tensor, Tensor]:
+    """GRPO's advantages: each prompt's K rewards standardised within their group, [G, K] -> ([G, K], [G]).
+
+    A = (r − mean_g) / max(std_g, std_floor), std with ddof 0 (Flow-GRPO), clipped to ±clip. Groups whose
+    rewards are all equal carry no signal: their advantages are 0 and the second output marks them."""
+    mean = rewards.mean(dim=1, keepdim=True)
+    std = rewards.std(dim=1, unbiased=False, keepdim=True)
+    adv = (rewards - mean) / std.clamp_min(std_floor)
+    if clip is not None:
+        adv = adv.clamp(-clip, clip)
+    flat = (rewards == rewards[:, :1]).all(dim=1)
+    return torch.where(flat[:, None], torch.zeros_like(adv), adv), flat
+
+
+def clipped_policy_loss(logp: Tensor, old_logp: Tensor, advantage: Tensor, clip_range: float) -> Tensor:
+    """PPO's clipped surrogate per transition (DDPO, Flow-GRPO), [B]:
+
+        ρ = exp(log π_θ(x_prev | x_t) − log π_old(x_prev | x_t))
+        loss = max(−A·ρ, −A·clip(ρ, 1 − ε, 1 + ε))
+
+    At ρ = 1 its gradient is −A·∇log π_θ (REINFORCE with the given advantages)."""
+    ratio = torch.exp(logp - old_logp)
+    return torch.maximum(-advantage * ratio, -advantage * ratio.clamp(1.0 - clip_range, 1.0 + clip_range))
+
+
+def nft_loss(err_pos: Tensor, err_neg: Tensor, optimality: Tensor, beta: float) -> Tensor:
+    """DiffusionNFT's negative-aware loss per sample (Zheng et al. 2025, Eq. 7), [B]:
+
+        r·‖v⁺ − v‖² + (1 − r)·‖v⁻ − v‖²,  v⁺ = (1 − β)·v_old + β·v_θ,  v⁻ = (1 + β)·v_old − β·v_θ
+
+    given as the policy's errors against the shifted targets that make ‖v^± − v‖² = β²·err_±
+    (see `genpref.rl.nft_targets`); r in [0, 1] is the sample's optimality probability."""
+    return beta**2 * (optimality * err_pos + (1.0 - optimality) * err_neg)

@@ -199,6 +199,79 @@ class WithKL:
         return loss + self.weight * kl, {**metrics, "kl": kl.mean()}
 
 
+@dataclass
+class GRPO:
+    """Online reward RL with per-step likelihoods (DDPO; Flow-GRPO's group-normalised advantages): PPO's
+    clipped ratio on stored DDIM transitions (branch "g"), + kl_weight·KL to the reference's step Gaussian,
+    + sft_weight·denoising loss on experts (branch "w") when an anchor is configured."""
+
+    clip_range: float = 1e-4
+    kl_weight: float = 0.0
+    sft_weight: float = 0.0
+
+    own_kl = True  # kl_weight is this objective's own KL, not HyPO's on-policy branch
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.kl_weight > 0
+
+    @property
+    def branches(self) -> tuple[str, ...]:
+        return ("g", "w") if self.sft_weight else ("g",)
+
+    def __call__(self, err: Errors, ref: Errors, extras: dict) -> tuple[Tensor, Metrics]:
+        logp, old, adv = err["g"], extras["old_logp"], extras["advantage"]
+        loss = losses.clipped_policy_loss(logp, old, adv, self.clip_range)
+        log_ratio = (logp - old).detach()
+        metrics = {
+            "policy_loss": loss.mean(),
+            "clip_frac": ((log_ratio.exp() - 1).abs() > self.clip_range).float().mean(),
+            "approx_kl_old": 0.5 * log_ratio.pow(2).mean(),  # DDPO's estimate of KL(π_old ‖ π_θ)
+            "advantage": adv.mean(),
+        }
+        if self.kl_weight:
+            kl = err["g_kl"]
+            loss = loss + self.kl_weight * kl
+            metrics["kl_ref"] = kl.mean()
+        return _with_anchor(loss, metrics, err, ref, self.sft_weight)
+
+
+@dataclass
+class NFT:
+    """DiffusionNFT (Zheng et al. 2025): the finished samples noised afresh; each regresses the implicit
+    positive policy when its optimality r = ½ + ½·clip(A / adv_clip, −1, 1) is high and the implicit
+    negative one when it is low (branches "pos" and "neg" carry the shifted targets)."""
+
+    beta: float = 1.0
+    adv_clip: float | None = 5.0
+    sft_weight: float = 0.0
+
+    own_kl = True
+    needs_reference = False
+
+    @property
+    def branches(self) -> tuple[str, ...]:
+        return ("pos", "neg", "w") if self.sft_weight else ("pos", "neg")
+
+    def __call__(self, err: Errors, ref: Errors, extras: dict) -> tuple[Tensor, Metrics]:
+        adv = extras["advantage"]
+        scale = self.adv_clip or float(adv.abs().max().clamp_min(1e-8))
+        r = (0.5 + 0.5 * adv / scale).clamp(0.0, 1.0)
+        loss = losses.nft_loss(err["pos"], err["neg"], r, self.beta)
+        metrics = {"policy_loss": loss.mean(), "optimality": r.mean(), "e_pos": err["pos"].mean(), "e_neg": err["neg"].mean()}
+        return _with_anchor(loss, metrics, err, ref, self.sft_weight)
+
+
+def _with_anchor(loss: Tensor, metrics: Metrics, err: Errors, ref: Errors, weight: float) -> tuple[Tensor, Metrics]:
+    """+ weight·plain denoising loss on the expert branch "w" (per sample: the anchor's batch is the same size)."""
+    if not weight:
+        return loss, metrics
+    metrics["e_w"] = err["w"].mean()
+    if "w" in ref:
+        metrics["e_ref_w"] = ref["w"].mean()
+    return loss + weight * err["w"], metrics
+
+
 def _beta(cfg: ObjectiveConfig) -> float:
     return cfg.beta if cfg.beta is not None else DEFAULT_BETA[cfg.name]
 
@@ -210,6 +283,8 @@ FROM_CONFIG = {
     "dro": lambda c: DRO(c.margin, c.sft_weight),
     "sopo": lambda c: SoPo(c.tau, c.tau_quantile, c.c, _beta(c), c.form, c.sft_weight),
     "kto": lambda c: KTO(_beta(c), c.z_ref, c.w_desirable, c.w_undesirable, c.sft_weight),
+    "grpo": lambda c: GRPO(c.clip_range, c.kl_weight, c.sft_weight),
+    "nft": lambda c: NFT(c.nft_beta, c.adv_clip, c.sft_weight),
 }
 
 
@@ -221,4 +296,6 @@ def build_objective(cfg: ObjectiveConfig, source=None):
         objective = DirectReward(_beta(cfg), source.num_prompts)
     else:
         objective = FROM_CONFIG[cfg.name](cfg)
-    return WithKL(objective, cfg.kl_weight) if cfg.kl_weight else objective
+    if cfg.kl_weight and not getattr(objective, "own_kl", False):
+        return WithKL(objective, cfg.kl_weight)
+    return objective

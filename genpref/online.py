@@ -17,19 +17,26 @@ from torch import Tensor, nn
 
 
 class RolloutPolicy:
-    """Generation weights = the trainable parameters as they were at the last sync."""
+    """Generation weights = the trainable parameters as they were at the last sync, or (with `ema`) an
+    exponential moving average of them updated every `sync_every` steps: DiffusionNFT's sampling policy."""
 
-    def __init__(self, params: list[nn.Parameter], sync_every: int = 1):
+    def __init__(self, params: list[nn.Parameter], sync_every: int = 1, ema: float | None = None):
         if sync_every < 1:
             raise ValueError("online.sync_every must be >= 1")
-        self.params, self.sync_every = list(params), sync_every
+        if ema is not None and not 0.0 <= ema < 1.0:
+            raise ValueError("online.rollout_ema must lie in [0, 1)")
+        self.params, self.sync_every, self.ema = list(params), sync_every, ema
         self.snapshot: list[Tensor] | None = None
         self.synced_at = 0
-        if sync_every > 1:
-            self.sync(0)
+        if sync_every > 1 or ema is not None:
+            self.snapshot = [p.detach().clone() for p in self.params]
 
     def sync(self, step: int) -> None:
-        if self.sync_every > 1:
+        if self.ema is not None:
+            with torch.no_grad():
+                for s, p in zip(self.snapshot, self.params):
+                    s.mul_(self.ema).add_(p.detach(), alpha=1.0 - self.ema)
+        elif self.sync_every > 1:
             self.snapshot = [p.detach().clone() for p in self.params]
         self.synced_at = step
 

@@ -184,9 +184,9 @@ def sample(predict: Predict, tracks: list[Track], noise: Tensor, *, generator: t
         else:
             x[rows] = tr.scheduler.add_noise(x0[rows].to(device).float(), noise[rows], tr.at(0).to(device))
     takes_generator = "generator" in inspect.signature(type(tracks[0].scheduler).step).parameters
-    t_model = torch.empty(len(noise), dtype=tracks[0].timesteps.dtype)
     for i in range(tracks[0].timesteps.shape[-1]):
         x_in = torch.empty_like(x)
+        t_model = torch.empty(len(noise), dtype=tracks[0].timesteps.dtype)  # fresh: callbacks keep it
         for tr in tracks:
             rows = tr.rows.to(device)
             t = tr.at(i)
@@ -249,42 +249,48 @@ def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
     return (values * m).sum(dim=dims) / m.sum(dim=dims).clamp(min=1)
 
 
+def ddim_gaussian(scheduler: Any, model_output: Tensor, timestep: Tensor | int, sample: Tensor,
+                  eta: float) -> tuple[Tensor, Tensor]:
+    """The DDIM step's Gaussian p(x_prev | x_t): mean μ [B, ...] and σ_t [B or 1, 1, ...] in float32.
+
+        x̂0, ε̂ from the output (ε-, v- or sample-prediction; clipped like diffusers when clip_sample)
+        σ_t = η·√((1 − ᾱ_prev)/(1 − ᾱ_t))·√(1 − ᾱ_t/ᾱ_prev),  μ = √ᾱ_prev·x̂0 + √(1 − ᾱ_prev − σ_t²)·ε̂"""
+    t = torch.as_tensor(timestep, device=sample.device)
+    alpha, alpha_prev = _alpha_bars(scheduler, t, sample.device)
+    shape = (-1,) + (1,) * (sample.dim() - 1)
+    alpha, alpha_prev = alpha.view(shape), alpha_prev.view(shape)  # [B or 1, 1, ...]
+    x_t = sample.float()
+    x0, eps = _x0_eps(x_t, model_output.float(), alpha, scheduler.config.prediction_type)
+    if scheduler.config.clip_sample:
+        r = scheduler.config.clip_sample_range
+        x0 = x0.clamp(-r, r)
+        eps = (x_t - alpha.sqrt() * x0) / (1 - alpha).sqrt()
+    std = eta * ((1 - alpha_prev) / (1 - alpha) * (1 - alpha / alpha_prev)).clamp(min=0).sqrt()
+    mean = alpha_prev.sqrt() * x0 + (1 - alpha_prev - std**2).clamp(min=0).sqrt() * eps
+    return mean, std
+
+
 def ddim_step_with_logprob(scheduler: Any, model_output: Tensor, timestep: Tensor | int, sample: Tensor, eta: float,
                            generator: torch.Generator | None = None, prev_sample: Tensor | None = None, *,
                            mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """One DDIM step x_t -> x_prev with η, and log p(x_prev | x_t) under this step's Gaussian (DDPM/DDIM
-    paper Eq. 12; DDPO's per-step likelihood).
+    """One DDIM step x_t -> x_prev with η, and log p(x_prev | x_t) under this step's Gaussian (Song et al.
+    Eq. 12; DDPO's per-step likelihood).
 
-        x̂0, ε̂ from the output (ε-, v- or sample-prediction; clipped like diffusers when clip_sample)
-        σ_t   = η·√((1 − ᾱ_prev)/(1 − ᾱ_t))·√(1 − ᾱ_t/ᾱ_prev)
-        μ     = √ᾱ_prev·x̂0 + √(1 − ᾱ_prev − σ_t²)·ε̂
-        x_prev = μ + σ_t·z (z from `generator`, as diffusers' DDIMScheduler.step draws it), or `prev_sample`
+        μ, σ_t = `ddim_gaussian` (ε-, v- or sample-prediction)
+        x_prev = μ + σ_t·z (z from `generator`, drawn as diffusers' DDIMScheduler.step draws it), or `prev_sample`
         log_prob [B] = mean over non-batch (mask-valid) elements of log N(x_prev; μ, σ_t²)
 
     timestep: a scalar or one per row [B]. With `prev_sample` the given transition is scored under the
     current model output (what a policy gradient needs). Where σ_t = 0 (η = 0, or the last step onto
     ᾱ_prev = 1) the step is deterministic and its log_prob is 0."""
-    dtype = sample.dtype
-    t = torch.as_tensor(timestep, device=sample.device)
-    alpha, alpha_prev = _alpha_bars(scheduler, t, sample.device)
-    shape = (-1,) + (1,) * (sample.dim() - 1)
-    alpha, alpha_prev = alpha.view(shape), alpha_prev.view(shape)  # [B or 1, 1, ...]
-    x_t, out = sample.float(), model_output.float()
-    x0, eps = _x0_eps(x_t, out, alpha, scheduler.config.prediction_type)
-    if scheduler.config.clip_sample:
-        r = scheduler.config.clip_sample_range
-        x0 = x0.clamp(-r, r)
-        eps = (x_t - alpha.sqrt() * x0) / (1 - alpha).sqrt()
-    variance = (1 - alpha_prev) / (1 - alpha) * (1 - alpha / alpha_prev)
-    std = eta * variance.clamp(min=0).sqrt()
-    mean = alpha_prev.sqrt() * x0 + (1 - alpha_prev - std**2).clamp(min=0).sqrt() * eps
+    mean, std = ddim_gaussian(scheduler, model_output, timestep, sample, eta)
     if prev_sample is None:
         from diffusers.utils.torch_utils import randn_tensor
 
         z = randn_tensor(model_output.shape, generator=generator, device=model_output.device, dtype=model_output.dtype)
-        prev_sample = (mean + std * z.float()).to(dtype)
+        prev_sample = (mean + std * z.float()).to(sample.dtype)
     x_prev = prev_sample.detach().float()
     safe = torch.where(std > 0, std, torch.ones_like(std))
     log_density = -((x_prev - mean) ** 2) / (2 * safe**2) - torch.log(safe) - 0.5 * math.log(2 * math.pi)
     log_prob = masked_mean(log_density, mask) * (std.reshape(-1) > 0)
-    return prev_sample, log_prob.to(torch.float32)
+    return prev_sample, log_prob

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from genpref import sampling
 from genpref.adapter import Batch
-from genpref.reference import adapters_disabled, frozen_copy
+from genpref.reference import adapters_disabled, eval_mode, frozen_copy
 
 CENTRES = {"left": (-2.0, 0.0), "right": (2.0, 0.0), "up": (0.0, 2.0), "down": (0.0, -2.0)}
 PROMPTS = list(CENTRES)
@@ -58,13 +59,12 @@ def toy_items(role: str, n: int, seed: int) -> list[dict]:
 
 class ToyAdapter:
     def __init__(self, cfg, device, weight_dtype=torch.float32):
-        from diffusers import DDIMScheduler, DDPMScheduler
+        from diffusers import DDPMScheduler
 
         self.cfg, self.device = cfg, torch.device(device)
         self.denoiser = ToyDenoiser().to(self.device)
         prediction = cfg.model.prediction_type or "epsilon"
         self.noise_scheduler = DDPMScheduler(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2", prediction_type=prediction)
-        self.sampler = DDIMScheduler.from_config(self.noise_scheduler.config)
         if cfg.model.path:
             from safetensors.torch import load_file
 
@@ -121,26 +121,25 @@ class ToyAdapter:
         finally:
             self._use_ref = False
 
+    def make_solver(self, name: str):
+        return sampling.make_solver(name, self.noise_scheduler.config)
+
     @torch.no_grad()
-    def generate(self, batch, *, generator, num_steps, guidance=1.0, start_t=None, timestep_jitter=False, callback=None):
-        was_training = self.denoiser.training
-        self.denoiser.eval()
+    def generate(self, batch, *, generator, num_steps, guidance=1.0, start_t=None, timestep_jitter=False, callback=None,
+                 solver=None, eta=None, on_transition=None):
+        """DDIM (the toy's sampler whatever online.solver says, unless `solver` names one) through the shared loop."""
         n = len(batch)
-        self.sampler.set_timesteps(num_steps)
-        timesteps = self.sampler.timesteps
-        x = torch.randn(n, 2, generator=generator).to(self.device)
-        if start_t is not None:
-            timesteps = timesteps[timesteps <= start_t]
-            t0 = torch.full((n,), int(timesteps[0]), device=self.device)
-            x = self.noise_scheduler.add_noise(batch.x0.float(), x, t0)
-        for i, t in enumerate(timesteps):
-            tt = torch.full((n,), int(t), device=self.device)
-            out = self.predict(x, tt, batch)
-            if callback is not None:
-                callback(i, tt, x, out)
-            x = self.sampler.step(out, t, x).prev_sample
-        self.denoiser.train(was_training)
-        return x
+        noise = torch.randn(n, 2, generator=generator).to(self.device)
+        timesteps = None
+        if timestep_jitter:
+            T = self.noise_scheduler.config.num_train_timesteps
+            timesteps = sampling.jittered_timesteps(T, num_steps, sampling.random_offsets(T, num_steps, n, generator))
+        tracks = sampling.plan(lambda: self.make_solver(solver or "ddim"), num_steps, n, self.device,
+                               timesteps=timesteps, start_t=start_t)
+        with eval_mode(self.denoiser):
+            return sampling.sample(lambda x, t: self.predict(x, t.to(self.device), batch), tracks, noise, generator=generator,
+                                   x0=batch.x0 if start_t is not None else None, eta=eta, callback=callback,
+                                   on_transition=on_transition)
 
     def decode(self, x0: Tensor, batch: Batch) -> list[np.ndarray]:
         return [row for row in x0.detach().float().cpu().numpy()]

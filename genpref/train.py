@@ -122,7 +122,7 @@ def train(cfg: Config) -> Path:
     names = {id(p): n for n, p in adapter.denoiser.named_parameters()}
     named_params = {names[id(p)]: p for p in params}
     plain = adapter.denoiser
-    rollout = RolloutPolicy(params, cfg.online.sync_every)
+    rollout = RolloutPolicy(params, cfg.online.sync_every, cfg.online.rollout_ema)
     reward = build.build_reward(cfg, accelerator.device)
     ctx = SourceContext(adapter, cfg, accelerator.device, rank, world, rollout, reward)
     source = build.build_source(ctx, cfg)

@@ -243,6 +243,10 @@ class ImageAdapter:
             cond = {k: (v if k == "time_ids" else torch.zeros_like(v)) for k, v in cond.items()}
         return cond
 
+    def make_solver(self, name: str) -> Any:
+        """A fresh sampler scheduler of that name on this model's training schedule."""
+        return sampling.make_solver(name, self.noise_scheduler.config)
+
     @torch.no_grad()
     def generate(self, batch: Batch, *, generator: torch.Generator, num_steps: int, guidance: float = 1.0,
                  start_t: int | None = None, callback: StepCallback | None = None,
@@ -262,7 +266,7 @@ class ImageAdapter:
         if timestep_jitter:
             offsets = sampling.random_offsets(config.num_train_timesteps, num_steps, n, generator)
             timesteps = sampling.jittered_timesteps(config.num_train_timesteps, num_steps, offsets)
-        tracks = sampling.plan(lambda: sampling.make_solver(name, config), num_steps, n, self.device,
+        tracks = sampling.plan(lambda: self.make_solver(name), num_steps, n, self.device,
                                timesteps=timesteps, start_t=start_t)
         cond = batch.cond
         if guidance > 1.0:

@@ -319,6 +319,11 @@ class MotionAdapter:
         finally:
             self._use_reference = False
 
+    def make_solver(self, name: str):
+        """A fresh sampler scheduler of that name on this model's training schedule, with the model's
+        released sampler settings (MLD's DDIM set_alpha_to_one=False, steps_offset=1)."""
+        return sampling.make_solver(name, self.noise_scheduler.config, self.sampler_overrides)
+
     @torch.no_grad()
     def generate(
         self,
@@ -348,8 +353,7 @@ class MotionAdapter:
         if timestep_jitter:  # DiffusionDRO's rollouts: per-trajectory timesteps on the configured solver
             offsets = sampling.random_offsets(config.num_train_timesteps, num_steps, shape[0], generator)
             timesteps = sampling.jittered_timesteps(config.num_train_timesteps, num_steps, offsets)
-        make = lambda: sampling.make_solver(self.solver, config, self.sampler_overrides)
-        tracks = sampling.plan(make, num_steps, shape[0], self.device, timesteps=timesteps, start_t=start_t)
+        tracks = sampling.plan(lambda: self.make_solver(self.solver), num_steps, shape[0], self.device, timesteps=timesteps, start_t=start_t)
         with eval_mode(module):
             return sampling.sample(model_fn, tracks, noise, generator=generator, x0=batch.x0 if start_t is not None else None,
                                    eta=eta, mask=batch.mask,

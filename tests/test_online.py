@@ -38,14 +38,16 @@ def toy_ctx(cfg):
 
 def test_rollout_buffer_states_timesteps_and_predictions_line_up(tmp_path):
     cfg = cfg_for(tmp_path, "dro")
+    cfg.online.timestep_jitter = False  # the sampler's own timesteps (jittered tracks: tests/test_sampling.py)
     ctx = toy_ctx(cfg)
     items = ctx.adapter.load_items("experts")
     src = ExpertRollouts(ctx, items)
     src._refill()
     assert len(src.buffer) == 8 * 5  # every state of every 5-step rollout is kept
     e, prompts = src.buffer.take(40)
-    ctx.adapter.sampler.set_timesteps(5)
-    assert set(e["t"].tolist()) == set(ctx.adapter.sampler.timesteps.tolist())
+    sampler = ctx.adapter.make_solver("ddim")
+    sampler.set_timesteps(5)
+    assert set(e["t"].tolist()) == set(sampler.timesteps.tolist())
     batch = Batch(e["x0"], {"label": e["cond.label"]}, None, prompts)
     ctx.adapter.denoiser.eval()  # generation runs in eval mode (no dropout)
     with torch.no_grad():
