@@ -127,6 +127,7 @@ class GroupRollouts(_Refilling):
         self.buffer = RolloutBuffer()
         self.prompt_stats = PerPromptStats()
         self.rollouts = 0
+        self.generated = 0  # samples this rank has generated
         self.stats: dict[str, float] = {}
 
     # -- rollouts
@@ -174,10 +175,12 @@ class GroupRollouts(_Refilling):
                 entries.append(self._transitions(steps, a, cond, g))
             entry_prompts += [cond.prompts[0]] * len(entries[-1]["adv"])
         self.rollouts += 1
+        self.generated += rewards.numel()
         self.stats = {
             "reward_mean": rewards.mean().item(), "reward_std": rewards.std(unbiased=False).item(),
             "adv_abs_mean": adv.abs().mean().item(), "adv_max": adv.max().item(), "adv_min": adv.min().item(),
             "skipped_groups": float(flat.sum()), "generate_s": time.perf_counter() - tick,
+            "generated": float(self.generated),
         }
         if not entries:  # every group flat: nothing to learn from this batch; draw the next one
             return
@@ -259,7 +262,7 @@ class GroupRollouts(_Refilling):
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "buffer": self.buffer.state_dict(), "rollouts": self.rollouts,
-                "prompt_stats": self.prompt_stats.state_dict(), "stats": dict(self.stats), "anchored": self.anchored}
+                "prompt_stats": self.prompt_stats.state_dict(), "stats": dict(self.stats), "anchored": self.anchored, "generated": self.generated}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
@@ -268,3 +271,4 @@ class GroupRollouts(_Refilling):
         self.prompt_stats.load_state_dict(state["prompt_stats"])
         self.stats = dict(state["stats"])
         self.anchored = state["anchored"]
+        self.generated = state["generated"]

@@ -97,3 +97,9 @@ def metric_curves(run_dir: Path, keys) -> dict[str, list[list[float]]]:
     """{key: [[step, value], ...]} for each of `keys` that the run logged (for plots in reports)."""
     rows = read_metrics(run_dir)
     return {k: [[r["step"], r[k]] for r in rows if r.get(k) is not None] for k in keys if any(k in r for r in rows)}
+
+
+def generated_samples(run_dir: Path) -> dict:
+    """{"generated_samples": N} for runs whose source logs its online generation count, else {}."""
+    rows = [r for r in read_metrics(run_dir) if r.get("generated") is not None]
+    return {"generated_samples": int(rows[-1]["generated"])} if rows else {}

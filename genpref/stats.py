@@ -111,6 +111,22 @@ def summarize_runs(rows: Sequence[dict], metrics: Sequence[str], by: str = "obje
     return out
 
 
+def versus_arm(rows: Sequence[dict], arm: str, metrics: Sequence[str], by: str = "objective") -> list[dict]:
+    """Each row with metric + "_diff_vs_" + arm: its value minus that arm's row of the same seed (benchmarks
+    evaluate every run on the same noise and prompts, so the per-seed difference is paired). Rows whose
+    seed has no `arm` row are returned unchanged; the inputs are not modified."""
+    anchor = {r["seed"]: r for r in rows if r.get(by) == arm}
+    out = []
+    for r in rows:
+        r = dict(r)
+        ref = anchor.get(r.get("seed"))
+        for key in metrics:
+            if ref is not None and r.get(key) is not None and ref.get(key) is not None:
+                r[f"{key.removesuffix('_accuracy')}_diff_vs_{arm}"] = r[key] - ref[key]
+        out.append(r)
+    return out
+
+
 # ---- result rows shared by the demos' reports: one dict per (model, metric) or per paired comparison
 
 

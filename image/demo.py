@@ -21,6 +21,7 @@ import torch
 
 from genpref import stats
 from genpref.errors import UserError
+from genpref.rundir import generated_samples
 from image import shapes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,6 +46,8 @@ ARMS = {
     "direct_reward": "shapes_direct_reward.yaml",
     "reset_dpo_anchor": "shapes_reset_dpo_anchor.yaml",
     "sera_anchor": "shapes_sera_anchor.yaml",
+    "grpo": "shapes_grpo.yaml",
+    "nft": "shapes_nft.yaml",
 }
 # metrics.jsonl keys copied into the demo's curves (those a run logs): losses, ranking, collapse watch,
 # and the verifier's score of online samples (SoPo, OAIF)
@@ -58,13 +61,15 @@ def write_task_data(data_dir: Path) -> dict[str, Path]:
     """Experts (clean renders of the training combinations) and the two prompt files, written once."""
     data_dir = Path(data_dir)
     paths = {"experts": data_dir / "experts", "prompts": data_dir / "prompts.txt",
-             "heldout": data_dir / "heldout-prompts.txt"}
+             "heldout": data_dir / "heldout-prompts.txt", "all_prompts": data_dir / "all-prompts.txt"}
     marker = data_dir / ".complete"
     if not marker.is_file():
         shapes.write_experts(paths["experts"])
         shapes.write_prompts(paths["prompts"], shapes.train_combos())
         shapes.write_prompts(paths["heldout"], shapes.heldout_combos())
         marker.write_text("ok\n")
+    if not paths["all_prompts"].is_file():  # training + held-out combinations: prompts only, for online recipes
+        shapes.write_prompts(paths["all_prompts"], [*shapes.train_combos(), *shapes.heldout_combos()])
     return paths
 
 
@@ -279,17 +284,22 @@ def _evaluate_cached(path: Path, weights: Path, work: Path, prompts: list[str], 
 
 
 def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, arms: Sequence[str] | None = None,
-                  train_per_prompt: int = 5) -> dict:
+                  train_per_prompt: int = 5, setting: str = "train_prompts") -> dict:
     """Every objective in ARMS (or `arms`) × seeds from the same base, at each config's compute budget
     (or `steps`), evaluated on held-out and training prompts with one shared set of initial noise.
 
-    Resumable: each (arm, seed) writes out_dir/rows/<arm>-<seed>.json and is skipped when present."""
+    setting "train_prompts": online recipes draw prompts of the training combinations only;
+    "heldout_prompts": their prompts include the held-out combinations too (never expert data of them).
+    Resumable: each (arm, seed) writes out_dir/rows/<arm>-<seed>.json (rows-heldout_prompts/ for that
+    setting) and is skipped when present."""
     out_dir = Path(out_dir)
     arms = list(arms or ARMS)
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
         raise UserError(f"bench: unknown image arm(s) {unknown}; valid: {', '.join(ARMS)}")
     data = write_task_data(out_dir / "data")
+    prompts_file = data["prompts"] if setting == "train_prompts" else data["all_prompts"]
+    tag = "" if setting == "train_prompts" else f"-{setting}"
     base = base_weights(out_dir)
     feedback = write_base_feedback(out_dir / "data", base)
     eval_seed = 777  # one noise set for every arm and seed: every comparison with the base is paired
@@ -301,21 +311,22 @@ def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, 
     rows = []
     for arm in arms:
         for seed in seeds:
-            row_path = out_dir / "rows" / f"{arm}-{seed}.json"
+            row_path = out_dir / f"rows{tag}" / f"{arm}-{seed}.json"
             if row_path.is_file():
                 rows.append(json.loads(row_path.read_text()))
                 continue
-            run = out_dir / "runs" / f"{arm}-{seed}"
-            overrides = {"model.path": str(base), "data.experts": str(data["experts"]), "data.prompts": str(data["prompts"]),
+            run = out_dir / f"runs{tag}" / f"{arm}-{seed}"
+            overrides = {"model.path": str(base), "data.experts": str(data["experts"]), "data.prompts": str(prompts_file),
                          "data.pairs": str(feedback["pairs"]), "data.ratings": str(feedback["ratings"]),
                          "data.cache_dir": str(out_dir / "cache"), "train.seed": seed,
                          "train.sample_prompts": [], "train.checkpoint_every": 0}
             if steps is not None:
                 overrides["train.max_steps"] = steps
             seconds = train_arm(ARMS[arm], run, overrides)
-            row = {"objective": arm, "seed": seed, "train_s": round(seconds, 1)}
+            row = {"objective": arm, "seed": seed, "setting": setting, "train_s": round(seconds, 1),
+                   **generated_samples(run)}
             for split, prompts in (("heldout", heldout), ("train", train_prompts)):
-                r = _evaluate_cached(evals / f"{arm}-{seed}-{split}.npz", run / "final", out_dir / "eval-cache",
+                r = _evaluate_cached(evals / f"{arm}{tag}-{seed}-{split}.npz", run / "final", out_dir / "eval-cache",
                                      prompts, eval_seed)
                 b = base_eval[split]
                 row.update(stats.versus_base(split, r["all"], b["all"], r["score"], b["score"], seed))
@@ -331,16 +342,19 @@ def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, 
                 **{f"{s}_attribute_score": float(base_eval[s]["score"].mean()) for s in base_eval}}
     return {"task": "shapes", "rows": [base_row, *rows], "summary": summarize(rows),
             "settings": {"eval": {**EVAL, "train_per_prompt": train_per_prompt, "noise_seed": eval_seed},
-                         "seeds": list(seeds), "steps": steps, "base_weights": str(base)}}
+                         "seeds": list(seeds), "steps": steps, "base_weights": str(base), "setting": setting}}
 
 
-SUMMARY_METRICS = ("heldout_accuracy", "heldout_diff_vs_base", "heldout_win_rate_vs_base", "train_accuracy",
-                   "train_diff_vs_base", "train_s")
+SUMMARY_METRICS = ("heldout_accuracy", "heldout_diff_vs_base", "heldout_diff_vs_sft", "heldout_attribute_score",
+                   "heldout_win_rate_vs_base", "train_accuracy", "train_diff_vs_base", "train_diff_vs_sft", "train_s",
+                   "generated_samples")
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    """Per objective: the mean over seeds of each metric with a t interval over seeds."""
-    return stats.summarize_runs(rows, SUMMARY_METRICS, by="objective")
+    """Per objective: the mean over seeds of each metric with a t interval over seeds (differences to SFT
+    paired by seed: same evaluation noise and prompts)."""
+    return stats.summarize_runs(stats.versus_arm(rows, "sft", ("heldout_accuracy", "train_accuracy")), SUMMARY_METRICS,
+                                by="objective")
 
 
 if __name__ == "__main__":
@@ -352,10 +366,11 @@ if __name__ == "__main__":
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+")
     parser.add_argument("--steps", type=int)
+    parser.add_argument("--setting", default="train_prompts", choices=["train_prompts", "heldout_prompts"])
     args = parser.parse_args()
     if args.what == "demo":
         result = run_demo(Path(args.out_dir), seed=args.seeds[0], steps=args.steps)
     else:
-        result = bench_quality(Path(args.out_dir), seeds=args.seeds, steps=args.steps, arms=args.arms)
+        result = bench_quality(Path(args.out_dir), seeds=args.seeds, steps=args.steps, arms=args.arms, setting=args.setting)
         Path(args.out_dir, "bench.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: result[k] for k in ("results", "paired", "summary") if k in result}, indent=1))

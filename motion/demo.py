@@ -26,6 +26,7 @@ import torch
 
 from genpref import stats
 from genpref.errors import UserError
+from genpref.rundir import generated_samples
 from motion import moves
 from motion.draw import pose_grid, side_by_side_gif
 from motion.moves_weights import base_and_evaluator, build_assets
@@ -49,6 +50,8 @@ ARMS = {
     "direct_reward": "moves_direct_reward.yaml",
     "reset_dpo_anchor": "moves_reset_dpo_anchor.yaml",
     "sera_anchor": "moves_sera_anchor.yaml",
+    "grpo": "moves_grpo.yaml",
+    "nft": "moves_nft.yaml",
 }
 EVAL = {"per_combo": 40, "frames": 48, "steps": 10, "solver": "dpmsolver++", "t2m_passes": 2}
 CURVES = ("loss", "implicit_acc", "open_gate", "reward_l", "reward_online", "e_ratio_w", "margin")
@@ -339,10 +342,13 @@ def t2m_metrics(checkpoint: Path, data_root: Path, evaluator: Path, cache: Path,
     return out
 
 
-def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, arms: Sequence[str] | None = None) -> dict:
+def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, arms: Sequence[str] | None = None,
+                  setting: str = "train_prompts") -> dict:
     """Every objective in ARMS (or `arms`) × seeds from the same base at each config's budget (or `steps`
     for all), evaluated on held-out and training combinations with one shared set of initial noise.
-    Resumable: each (arm, seed) writes out_dir/rows/<arm>-<seed>.json and is skipped when present."""
+    setting "heldout_prompts": online recipes also draw captions of the held-out combinations (never their
+    motions). Resumable: each (arm, seed) writes out_dir/rows/<arm>-<seed>.json (rows-heldout_prompts/ for
+    that setting) and is skipped when present."""
     out_dir = Path(out_dir)
     arms = list(arms or ARMS)
     unknown = [a for a in arms if a not in ARMS]
@@ -351,14 +357,16 @@ def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, 
     data_root = moves.build(out_dir / "data")
     base, evaluator = base_and_evaluator(out_dir, data_root)
     feedback = write_base_feedback(data_root, base, out_dir / "data" / "feedback")
+    tag = "" if setting == "train_prompts" else f"-{setting}"
+    prompts = None if setting == "train_prompts" else all_prompts(data_root, out_dir / "data" / "all-prompts.txt")
     noise_seed = 777  # one noise set for every arm and seed: every comparison with the base is paired
     evals = out_dir / "evals"
     base_eval = evaluate_model(base, data_root, evals / "base.npz", noise_seed)
     rows = []
     for arm in arms:
         for seed in seeds:
-            row_path = out_dir / "rows" / f"{arm}-{seed}.json"
-            run = out_dir / "runs" / f"{arm}-{seed}"
+            row_path = out_dir / f"rows{tag}" / f"{arm}-{seed}.json"
+            run = out_dir / f"runs{tag}" / f"{arm}-{seed}"
             if row_path.is_file():
                 row = json.loads(row_path.read_text())
                 if "test_fid" not in row and (run / "final" / "model.pt").is_file():  # rows from before the T2M columns
@@ -368,12 +376,14 @@ def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, 
                 continue
             overrides = {**common_overrides(base, data_root, evaluator, seed), "data.pairs": str(feedback["pairs"]),
                          "data.ratings": str(feedback["ratings"])}  # fmt: skip
+            if prompts is not None:
+                overrides["data.prompts"] = str(prompts)
             if steps is not None:
                 overrides["train.max_steps"] = steps
             seconds = train_arm(ARMS[arm], run, overrides)
-            r = evaluate_model(run / "final" / "model.pt", data_root, evals / f"{arm}-{seed}.npz", noise_seed)
-            row = {"objective": arm, "seed": seed, "train_s": round(seconds, 1),
-                   **t2m_metrics(run / "final" / "model.pt", data_root, evaluator, evals / f"{arm}-{seed}-t2m.json")}
+            r = evaluate_model(run / "final" / "model.pt", data_root, evals / f"{arm}{tag}-{seed}.npz", noise_seed)
+            row = {"objective": arm, "seed": seed, "setting": setting, "train_s": round(seconds, 1), **generated_samples(run),
+                   **t2m_metrics(run / "final" / "model.pt", data_root, evaluator, evals / f"{arm}{tag}-{seed}-t2m.json")}
             for split in ("heldout", "train"):
                 row.update(stats.versus_base(split, r[f"{split}_all"], base_eval[f"{split}_all"], r[f"{split}_score"],
                                              base_eval[f"{split}_score"], seed))  # fmt: skip
@@ -389,16 +399,35 @@ def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, 
                 **t2m_metrics(base, data_root, evaluator, evals / "base-t2m.json")}  # fmt: skip
     return {"task": "moves", "rows": [base_row, *rows], "summary": summarize(rows),
             "settings": {"eval": {**EVAL, "noise_seed": noise_seed}, "seeds": list(seeds), "steps": steps,
-                         "base_weights": str(base)}}  # fmt: skip
+                         "base_weights": str(base), "setting": setting}}  # fmt: skip
 
 
-SUMMARY_METRICS = ("heldout_accuracy", "heldout_diff_vs_base", "heldout_win_rate_vs_base", "train_accuracy",
-                   "train_diff_vs_base", "test_r_precision_top1", "test_mm_dist", "test_fid", "train_s")
+SUMMARY_METRICS = ("heldout_accuracy", "heldout_diff_vs_base", "heldout_diff_vs_sft", "heldout_attribute_score",
+                   "heldout_win_rate_vs_base", "train_accuracy", "train_diff_vs_base", "train_diff_vs_sft",
+                   "test_r_precision_top1", "test_mm_dist", "test_fid", "train_s", "generated_samples")
+
+
+def all_prompts(data_root: Path, path: Path) -> Path:
+    """Captions of the training combinations (as the training split holds them) and of the held-out ones
+    (fresh synonyms, no motions): the prompts online recipes draw in the heldout_prompts setting."""
+    if not path.is_file():
+        train = [line.strip() for line in (Path(data_root) / "train.txt").read_text().splitlines() if line.strip()]
+        captions = []
+        for name in train:
+            text = (Path(data_root) / "texts" / f"{name}.txt").read_text().splitlines()[0]
+            captions.append(text.split("#")[0].strip())
+        rng = np.random.default_rng(2024)
+        heldout = [c for c, _ in moves.prompts_for(moves.HELD_OUT, 8, rng)]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(dict.fromkeys([*captions, *heldout])) + "\n")
+    return path
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    """Per objective: the mean over seeds of each metric with a t interval over seeds."""
-    return stats.summarize_runs(rows, SUMMARY_METRICS, by="objective")
+    """Per objective: the mean over seeds of each metric with a t interval over seeds (differences to SFT
+    paired by seed: same evaluation noise and prompts)."""
+    return stats.summarize_runs(stats.versus_arm(rows, "sft", ("heldout_accuracy", "train_accuracy")), SUMMARY_METRICS,
+                                by="objective")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -415,6 +444,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--arms", nargs="+")
     p.add_argument("--steps", type=int)
+    p.add_argument("--setting", default="train_prompts", choices=["train_prompts", "heldout_prompts"])
     p = sub.add_parser("assets", help="rebuild motion/assets/moves (base MDM and T2M evaluator)")
     p.add_argument("--data", default="data/moves")
     p.add_argument("--work", default="runs/moves-assets")
@@ -424,7 +454,7 @@ def main(argv: list[str] | None = None) -> None:
         result = run_demo(Path(args.out_dir), seed=args.seed, steps=args.steps)
         print(json.dumps({k: result[k] for k in ("results", "paired")}, indent=1))
     elif args.what == "bench":
-        result = bench_quality(Path(args.out_dir), seeds=args.seeds, steps=args.steps, arms=args.arms)
+        result = bench_quality(Path(args.out_dir), seeds=args.seeds, steps=args.steps, arms=args.arms, setting=args.setting)
         Path(args.out_dir, "bench.json").write_text(json.dumps(result, indent=1))
         print(json.dumps(result["summary"], indent=1))
     else:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from genpref import losses
-from genpref.config import from_dict, load_config, merge_overrides
+from genpref.config import load_config
 from genpref.errors import UserError
 from genpref.objectives import GRPO, NFT
 from genpref.rundir import read_metrics
