@@ -96,8 +96,9 @@ class Adapter(Protocol):
     def encode_prompts(self, prompts: Sequence[str], like: Batch | None = None) -> Batch:
         """Prompts -> Batch with x0=None, ready for `generate`. `like` lends shapes/masks (motion lengths)."""
 
-    def predict(self, x_t: Tensor, t: Tensor, batch: Batch) -> Tensor:
-        """The model output for noisy x_t at integer timesteps t [B], in `prediction_type` space."""
+    def predict(self, x_t: Tensor, t: Tensor, batch: Batch, guidance: float = 1.0) -> Tensor:
+        """The model output for noisy x_t at integer timesteps t [B], in `prediction_type` space; with
+        guidance > 1, classifier-free guidance against the model's own unconditional input."""
 
     def reference(self) -> AbstractContextManager[None]:
         """Inside this context `predict` runs the frozen reference (LoRA off, or a frozen copy).
@@ -117,6 +118,7 @@ class Adapter(Protocol):
         start_t: int | None = None,
         timestep_jitter: bool = False,
         callback: StepCallback | None = None,
+        solver: str | None = None,
         eta: float | None = None,
         on_transition: TransitionCallback | None = None,
     ) -> Tensor:
@@ -128,7 +130,8 @@ class Adapter(Protocol):
         timestep_jitter: DiffusionDRO's per-trajectory timestep perturbation: every sample's timesteps
                          are shifted by its own random offset in [0, num_train_timesteps // num_steps)
         callback:        sees every step (trajectory recording); `t` may be a scalar or per-sample [B]
-        eta:             stochastic DDIM of that η (online RL; needs online.solver ddim)
+        solver:          a sampler name instead of online.solver
+        eta:             stochastic DDIM of that η with per-step log-probs (online RL; needs the ddim solver)
         on_transition:   sees every DDIM transition (i, t, x_t, x_prev, log_prob [B]) of the rollout
         """
 

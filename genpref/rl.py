@@ -37,6 +37,7 @@ class Transition:
     batch: Batch
     scheduler: Any  # the DDIM scheduler of the rollout (its timestep spacing fixes ᾱ_prev)
     eta: float
+    guidance: float = 1.0  # the rollout's classifier-free guidance: re-scored with the same guided output
 
 
 def transition_logprobs(adapter, branch: Transition, need_reference: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -45,12 +46,12 @@ def transition_logprobs(adapter, branch: Transition, need_reference: bool) -> tu
     The KL is the closed form between the two Gaussians of the step, which share σ_t:
     mean over valid elements of (μ_θ − μ_ref)² / (2σ_t²) (Flow-GRPO's KL)."""
     b = branch
-    out = adapter.predict(b.x_t, b.t, b.batch).float()
+    out = adapter.predict(b.x_t, b.t, b.batch, b.guidance).float()
     _, logp = sampling.ddim_step_with_logprob(b.scheduler, out, b.t, b.x_t, b.eta, prev_sample=b.x_prev, mask=b.batch.mask)
     if not need_reference:
         return logp, None, None
     with torch.no_grad(), adapter.reference():
-        ref_out = adapter.predict(b.x_t, b.t, b.batch).float()
+        ref_out = adapter.predict(b.x_t, b.t, b.batch, b.guidance).float()
     _, ref_logp = sampling.ddim_step_with_logprob(b.scheduler, ref_out, b.t, b.x_t, b.eta, prev_sample=b.x_prev,
                                                   mask=b.batch.mask)
     mu, sigma = sampling.ddim_gaussian(b.scheduler, out, b.t, b.x_t, b.eta)
@@ -109,8 +110,6 @@ class GroupRollouts(_Refilling):
             raise ValueError("online.group_size must be >= 2 (advantages are relative to the prompt's group)")
         if not 0 < o.train_fraction <= 1:
             raise ValueError("online.train_fraction must lie in (0, 1]")
-        if o.guidance != 1.0:
-            raise ValueError("online.guidance: group rollouts sample without classifier-free guidance (set 1.0)")
         super().__init__(ctx, items)
         self.nft = ctx.cfg.objective.name == "nft"
         if not self.nft:
@@ -141,10 +140,10 @@ class GroupRollouts(_Refilling):
         gen = item_generator(ctx.seed, position, STREAM_ONLINE)
         with torch.no_grad(), ctx.rollout.active():
             if self.nft:  # any solver, no likelihoods: the sampler the config names
-                x0 = ctx.adapter.generate(cond, generator=gen, num_steps=o.steps)
+                x0 = ctx.adapter.generate(cond, generator=gen, num_steps=o.steps, guidance=o.guidance)
             else:
-                x0 = ctx.adapter.generate(cond, generator=gen, num_steps=o.steps, solver="ddim", eta=o.eta,
-                                          on_transition=record)
+                x0 = ctx.adapter.generate(cond, generator=gen, num_steps=o.steps, guidance=o.guidance, solver="ddim",
+                                          eta=o.eta, on_transition=record)
         rewards = ctx.reward.score(ctx.adapter.decode(x0, cond), cond.prompts).float().cpu()
         return x0, rewards, steps, cond
 
@@ -228,7 +227,7 @@ class GroupRollouts(_Refilling):
         else:
             batch = Batch(None, cond, e.get("mask"), prompts)
             o = ctx.cfg.online
-            branches = {"g": Transition(e["x_t"], e["t"], e["x_prev"], batch, self.scheduler, o.eta)}
+            branches = {"g": Transition(e["x_t"], e["t"], e["x_prev"], batch, self.scheduler, o.eta, o.guidance)}
             extras = {"advantage": e["adv"], "old_logp": e["logp"]}
         if self.experts is not None:
             branches["w"] = self._expert_branch(b)

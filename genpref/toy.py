@@ -103,7 +103,9 @@ class ToyAdapter:
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.denoiser.parameters() if p.requires_grad]
 
-    def predict(self, x_t: Tensor, t: Tensor, batch: Batch) -> Tensor:
+    def predict(self, x_t: Tensor, t: Tensor, batch: Batch, guidance: float = 1.0) -> Tensor:
+        if guidance != 1.0:
+            raise ValueError("the toy model has no unconditional input: guidance must be 1")
         net = self.denoiser
         if self._use_ref and self.ref_denoiser is not None:
             net = self.ref_denoiser

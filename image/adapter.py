@@ -217,7 +217,12 @@ class ImageAdapter:
             cond["time_ids"] = torch.tensor([[r, r, 0.0, 0.0, r, r]]).expand(len(prompts), 6).clone()
         return Batch(None, {k: v.to(self.device) for k, v in cond.items()}, None, list(prompts))
 
-    def predict(self, x_t: Tensor, t: Tensor, batch: Batch) -> Tensor:
+    def predict(self, x_t: Tensor, t: Tensor, batch: Batch, guidance: float = 1.0) -> Tensor:
+        if guidance > 1.0:  # classifier-free guidance: the unconditional half beside the conditional one
+            uncond = self.unconditional(len(x_t))
+            cond = {k: torch.cat([uncond[k].to(self.device), v.to(self.device)]) for k, v in batch.cond.items()}
+            out_u, out_c = self.predict(torch.cat([x_t, x_t]), torch.cat([t, t]), Batch(None, cond)).float().chunk(2)
+            return out_u + guidance * (out_c - out_u)
         net, dtype = (self.reference_unet, self.weight_dtype) if self._in_reference else (self.denoiser, self.policy_dtype)
         cond = {k: v.to(self.device, dtype) for k, v in batch.cond.items()}
         added = {"text_embeds": cond["text_embeds"], "time_ids": cond["time_ids"]} if self.family == "sdxl" else None
@@ -268,18 +273,10 @@ class ImageAdapter:
             timesteps = sampling.jittered_timesteps(config.num_train_timesteps, num_steps, offsets)
         tracks = sampling.plan(lambda: self.make_solver(name), num_steps, n, self.device,
                                timesteps=timesteps, start_t=start_t)
-        cond = batch.cond
-        if guidance > 1.0:
-            cond = {k: torch.cat([u.to(self.device), cond[k]]) for k, u in self.unconditional(n).items()}
         side = self.resolution // self.codec.factor
         shape = (n, unwrap(self.denoiser).config.in_channels, side, side)
-
-        def predict(x_in: Tensor, t: Tensor) -> Tensor:
-            if guidance <= 1.0:
-                return self.predict(x_in, t, Batch(None, cond)).float()
-            out_u, out_c = self.predict(torch.cat([x_in, x_in]), torch.cat([t, t]), Batch(None, cond)).float().chunk(2)
-            return out_u + guidance * (out_c - out_u)
-
+        conditions = Batch(None, batch.cond)
+        predict = lambda x_in, t: self.predict(x_in, t, conditions, guidance).float()
         noise = torch.randn(shape, generator=generator, device=generator.device).to(self.device)
         with eval_mode(unwrap(self.denoiser)):
             return sampling.sample(predict, tracks, noise, generator=generator, x0=batch.x0 if start_t is not None else None, eta=eta,

@@ -302,9 +302,9 @@ class MotionAdapter:
         out = guided(module, x_t.to(dtype), t.to(self.device), text, self.null_text.to(dtype), batch.mask, guidance)
         return out.float()
 
-    def predict(self, x_t: Tensor, t: Tensor, batch: Batch) -> Tensor:
+    def predict(self, x_t: Tensor, t: Tensor, batch: Batch, guidance: float = 1.0) -> Tensor:
         module = self._reference if self._use_reference else self.denoiser
-        return self._run(module, x_t, t, batch)
+        return self._run(module, x_t, t, batch, guidance)
 
     @contextmanager
     def reference(self) -> Iterator[None]:
@@ -335,11 +335,12 @@ class MotionAdapter:
         start_t: int | None = None,
         timestep_jitter: bool = False,
         callback=None,
+        solver: str | None = None,
         eta: float | None = None,
         on_transition=None,
     ) -> Tensor:
         """Sample x0 with the current weights in eval mode through genpref's sampling loop with the configured
-        solver (also under DiffusionDRO's jitter); noise comes from `generator` (drawn on the CPU). eta /
+        solver, or `solver` (also under DiffusionDRO's jitter); noise comes from `generator` (on the CPU). eta /
         on_transition: stochastic DDIM with every transition's log-prob, averaged over valid frames."""
         batch = batch.to(self.device)
         shape = self.codec.noise_shape(batch, self.features)
@@ -353,7 +354,7 @@ class MotionAdapter:
         if timestep_jitter:  # DiffusionDRO's rollouts: per-trajectory timesteps on the configured solver
             offsets = sampling.random_offsets(config.num_train_timesteps, num_steps, shape[0], generator)
             timesteps = sampling.jittered_timesteps(config.num_train_timesteps, num_steps, offsets)
-        tracks = sampling.plan(lambda: self.make_solver(self.solver), num_steps, shape[0], self.device, timesteps=timesteps, start_t=start_t)
+        tracks = sampling.plan(lambda: self.make_solver(solver or self.solver), num_steps, shape[0], self.device, timesteps=timesteps, start_t=start_t)
         with eval_mode(module):
             return sampling.sample(model_fn, tracks, noise, generator=generator, x0=batch.x0 if start_t is not None else None,
                                    eta=eta, mask=batch.mask,

@@ -132,7 +132,19 @@ def test_online_rl_trains_on_the_toy_task(tmp_path, objective):
 
 def test_group_rollouts_refuse_what_they_cannot_do(tmp_path):
     for override, message in [("online.group_size=1", "group_size must be >= 2"),
-                              ("online.guidance=3.0", "without classifier-free guidance"),
+                              ("online.guidance=3.0", "no unconditional input"),
                               ("online.train_fraction=0", "train_fraction must lie in")]:
         with pytest.raises((UserError, ValueError), match=message):
             train(toy_grpo(tmp_path / override.split("=")[0], override))
+
+
+@pytest.mark.parametrize("config", ["image/tiny_grpo.yaml", "motion/tiny_mdm_grpo.yaml", "motion/tiny_mld_grpo.yaml",
+                                    "motion/tiny_mdm_nft.yaml"])
+def test_tiny_online_rl_configs_train(tmp_path, config):
+    """GRPO with CFG on tiny-sd, with an anchor and frame masks on tiny-MDM, with MLD's DDIM settings on
+    tiny-MLD; NFT on tiny-MDM: two steps each, finite losses, the rollout count logged."""
+    cfg = load_config(ROOT / "configs" / config, [f"train.output_dir={tmp_path / 'run'}", "train.max_steps=2",
+                                                  "train.checkpoint_every=0", "train.sample_prompts=[]"])
+    train(cfg)
+    rows = read_metrics(tmp_path / "run")
+    assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows) and rows[-1]["rollouts"] >= 1
