@@ -117,9 +117,10 @@ def check(cfg: Config) -> None:
     for key, allowed in CHOICES.items():
         if _get(cfg, key) not in allowed:
             raise _name_error(key, _get(cfg, key), allowed)
-    for i, spec in enumerate(cfg.reward.models):
-        if spec.name not in REWARDS:
-            raise _name_error(f"reward.models[{i}].name", spec.name, REWARDS)
+    for key in ("models", "holdout"):
+        for i, spec in enumerate(getattr(cfg.reward, key)):
+            if spec.name not in REWARDS:
+                raise _name_error(f"reward.{key}[{i}].name", spec.name, REWARDS)
     t = cfg.train
     for key in ("max_steps", "batch_size", "grad_accum"):
         if getattr(t, key) < 1:
@@ -149,11 +150,12 @@ def build_adapter(cfg: Config, device, weight_dtype):
     return _module(MODEL_KINDS, cfg.model.kind).build_adapter(cfg, device, weight_dtype)
 
 
-def build_reward(cfg: Config, device):
-    """None when no reward model is configured; an Ensemble for several."""
+def build_reward(cfg: Config, device, specs=None):
+    """None when no reward model is configured; an Ensemble for several. `specs`: other specs than
+    reward.models (reward.holdout)."""
     from genpref.rewards import Ensemble
 
-    specs = cfg.reward.models
+    specs = cfg.reward.models if specs is None else specs
     if not specs:
         return None
     models = [_module(REWARDS, s.name).build_reward(s, cfg, device) for s in specs]

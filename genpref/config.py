@@ -136,6 +136,7 @@ class RewardSpec:
 class RewardConfig:
     models: list[RewardSpec] = field(default_factory=list)  # annotators; several = an ensemble
     normalize: str = "none"  # none | zscore (standardise each model's scores over the batch first)
+    holdout: list[RewardSpec] = field(default_factory=list)  # online RL: a second reward / verifier scored on the same samples, never trained on (reward-hacking guard)
 
 
 @dataclass

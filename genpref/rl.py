@@ -123,6 +123,9 @@ class GroupRollouts(_Refilling):
             from genpref.stream import ItemStream
 
             self.expert_stream = ItemStream(len(experts), ctx.seed + 1)
+        from genpref.build import build_reward
+
+        self.holdout = build_reward(ctx.cfg, ctx.device, ctx.cfg.reward.holdout) if ctx.cfg.reward.holdout else None
         self.buffer = RolloutBuffer()
         self.prompt_stats = PerPromptStats()
         self.rollouts = 0
@@ -144,7 +147,10 @@ class GroupRollouts(_Refilling):
             else:
                 x0 = ctx.adapter.generate(cond, generator=gen, num_steps=o.steps, guidance=o.guidance, solver="ddim",
                                           eta=o.eta, on_transition=record)
-        rewards = ctx.reward.score(ctx.adapter.decode(x0, cond), cond.prompts).float().cpu()
+        decoded = ctx.adapter.decode(x0, cond)
+        rewards = ctx.reward.score(decoded, cond.prompts).float().cpu()
+        if self.holdout is not None:  # the held-out check: scored on the same samples, never trained on
+            self._holdout.append(self.holdout.score(decoded, cond.prompts).float().mean().item())
         return x0, rewards, steps, cond
 
     def _refill(self) -> None:
@@ -153,6 +159,7 @@ class GroupRollouts(_Refilling):
         n = o.batch_size or ctx.cfg.train.batch_size
         pos = self._draw(n)
         prompts = [item_at(self.items, self.stream, p)["prompt"] for p in pos]
+        self._holdout: list[float] = []
         groups = [self._group(p, q) for p, q in zip(prompts, pos)]
         rewards = torch.stack([g[1] for g in groups])  # [P, K]
         if obj.group_norm:
@@ -181,6 +188,8 @@ class GroupRollouts(_Refilling):
             "skipped_groups": float(flat.sum()), "generate_s": time.perf_counter() - tick,
             "generated": float(self.generated),
         }
+        if self._holdout:
+            self.stats["holdout_reward"] = sum(self._holdout) / len(self._holdout)
         if not entries:  # every group flat: nothing to learn from this batch; draw the next one
             return
         data = {k: torch.cat([e[k] for e in entries]) for k in entries[0]}

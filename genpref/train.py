@@ -25,6 +25,7 @@ from genpref.guards import BadLossGuard, CollapseGuard
 from genpref.objectives import build_objective
 from genpref.online import RolloutPolicy
 from genpref.recipes import SourceContext
+from genpref.rl_guards import RLGuard
 from genpref.rundir import MetricsLog, write_run_files
 
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -147,6 +148,7 @@ def train(cfg: Config) -> Path:
     adapter.denoiser.train()
     bad_loss = BadLossGuard(t.max_bad_steps)
     collapse = CollapseGuard(t.collapse_factor, t.collapse_action, t.collapse_window)
+    rl_guard = RLGuard(t.collapse_action, t.collapse_window)
     # FSDP / DeepSpeed shard weights and optimizer state: accelerate saves those (not exercised on CPU)
     sharded = accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
 
@@ -168,6 +170,8 @@ def train(cfg: Config) -> Path:
         if ema is not None and shared.get("ema") is not None:
             ema.load_state_dict(shared["ema"])
         collapse.load_state_dict(shared["collapse"])
+        if shared.get("rl_guard") is not None:
+            rl_guard.load_state_dict(shared["rl_guard"])
         rollout.load_state_dict(shared["rollout"])
         if accelerator.scaler is not None and shared.get("scaler"):
             accelerator.scaler.load_state_dict(shared["scaler"])
@@ -187,6 +191,7 @@ def train(cfg: Config) -> Path:
             "lr_scheduler": lr_scheduler.state_dict(),
             "ema": ema.state_dict() if ema is not None else None,
             "collapse": collapse.state_dict(),
+            "rl_guard": rl_guard.state_dict(),
             "rollout": rollout.state_dict(),
             "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
         }
@@ -238,6 +243,10 @@ def train(cfg: Config) -> Path:
             row = dict(zip(keys, reduced))
             if "e_w" in row and "e_ref_w" in row:
                 msg = collapse.update(step, row["e_w"], row["e_ref_w"])
+                if msg:
+                    warnings.warn(msg, stacklevel=1)
+            if "reward_mean" in row:  # online RL: reward vs KL, grad-norm spikes, held-out check
+                msg = rl_guard.update(step, {**row, "grad_norm": grad_norm})
                 if msg:
                     warnings.warn(msg, stacklevel=1)
             if step % t.log_every == 0 or step == t.max_steps:

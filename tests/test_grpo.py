@@ -148,3 +148,35 @@ def test_tiny_online_rl_configs_train(tmp_path, config):
     train(cfg)
     rows = read_metrics(tmp_path / "run")
     assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows) and rows[-1]["rollouts"] >= 1
+
+
+def test_rl_guard_trips_on_the_failures_users_report():
+    from genpref.rl_guards import RLGuard
+
+    g = RLGuard("warn", window=3)
+    rows = [{"reward_mean": 0.8 - 0.05 * i, "kl_ref": 0.01 * i, "grad_norm": 1.0} for i in range(6)]
+    msgs = [g.update(i, r) for i, r in enumerate(rows)]
+    assert msgs[:5] == [None] * 5 and "reward fell by 0.15" in msgs[5] and "KL to the reference grew" in msgs[5]
+    assert g.update(6, {"reward_mean": 0.5, "kl_ref": 0.07, "grad_norm": 1.0}) is None  # warned once per kind
+    spike = RLGuard("warn", window=3)
+    for i in range(3):
+        assert spike.update(i, {"reward_mean": 0.5, "grad_norm": 1.0 + 0.1 * i}) is None
+    assert "gradient norm 50 is over 10× the recent median 1.1" in spike.update(3, {"reward_mean": 0.5, "grad_norm": 50.0})
+    hack = RLGuard("stop", window=2)
+    for i, (r, h) in enumerate([(0.5, 0.9), (0.5, 0.9), (0.7, 0.8)]):
+        assert hack.update(i, {"reward_mean": r, "holdout_reward": h}) is None
+    with pytest.raises(UserError, match="reward hacking"):
+        hack.update(3, {"reward_mean": 0.8, "holdout_reward": 0.7})
+    steady = RLGuard("stop", window=2)  # rising reward with a steady held-out check is fine
+    for i in range(8):
+        assert steady.update(i, {"reward_mean": 0.1 * i, "holdout_reward": 0.5, "kl_ref": 0.01 * i, "grad_norm": 1.0}) is None
+    restored = RLGuard("warn", window=3)
+    restored.load_state_dict(g.state_dict())
+    assert restored.state_dict() == g.state_dict()
+
+
+def test_holdout_reward_is_logged_and_never_trained_on(tmp_path):
+    train(toy_grpo(tmp_path / "h", "train.max_steps=2", "train.checkpoint_every=0", 'reward.holdout=[{"name": "toy"}]'))
+    rows = read_metrics(tmp_path / "h")
+    # the held-out check is the same toy reward on the same samples here: it equals the training reward
+    assert rows[0]["holdout_reward"] == pytest.approx(rows[0]["reward_mean"], rel=1e-5)
