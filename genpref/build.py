@@ -46,6 +46,7 @@ OBJECTIVES = {
     "direct_reward": "Direct Reward Optimisation: (r − V(prompt) − β·implicit reward)² on single rated samples",
     "grpo": "online reward RL: PPO-clipped per-step likelihood ratios, group-normalised rewards (DDPO / Flow-GRPO)",
     "nft": "DiffusionNFT: online reward RL on the forward process (implicit positive / negative policies)",
+    "rft": "iterated online rejection sampling: SFT on the policy's own samples the reward accepts",
 }
 
 # data.source -> (data role it reads, class in genpref.recipes or genpref.rl)
@@ -68,6 +69,7 @@ DEFAULT_SOURCE = {
     "sopo": "sopo_online",
     "grpo": "group_rollouts",
     "nft": "group_rollouts",
+    "rft": "group_rollouts",
 }
 
 # enumerated values: key -> allowed
@@ -181,6 +183,6 @@ def build_source(ctx, cfg: Config):
         if not hasattr(source, "batch_at") or cfg.objective.name not in ("dpo", "dro"):
             raise ConfigError(f"select.by=implicit_margin needs a paired source that draws by position (not {source_name(cfg)})")
         source = recipes.SelectByMargin(source, cfg.select.fraction, cfg.select.direction)
-    if cfg.objective.kl_weight > 0 and cfg.objective.name not in ("grpo", "nft"):  # their KL is their own
+    if cfg.objective.kl_weight > 0 and cfg.objective.name not in ("grpo", "nft", "rft"):  # their KL is their own
         source = recipes.WithPolicySamples(source)
     return source

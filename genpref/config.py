@@ -115,6 +115,7 @@ class OnlineConfig:
     eta: float = 1.0  # grpo: stochastic DDIM η of the rollouts (0.7–1.0 published)
     train_fraction: float = 1.0  # grpo: fraction of each trajectory's stochastic steps trained
     inner_epochs: int = 1  # grpo/nft: passes over each rollout batch
+    accept_reward: float = 1.0  # rft: samples with reward >= this are kept (1.0 = every verifier attribute right)
     rollout_ema: float | None = None  # the rollout copy as an EMA of the policy with this decay (DiffusionNFT's sampling policy)
 
 

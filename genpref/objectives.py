@@ -262,6 +262,24 @@ class NFT:
         return _with_anchor(loss, metrics, err, ref, self.sft_weight)
 
 
+@dataclass
+class RFT:
+    """Iterated online rejection sampling (RAFT / ReST-style): plain denoising loss on the policy's own samples
+    that the reward accepted (branch "x", reward ≥ online.accept_reward), + the expert anchor."""
+
+    sft_weight: float = 0.0
+
+    own_kl = True
+    needs_reference = False
+
+    @property
+    def branches(self) -> tuple[str, ...]:
+        return ("x", "w") if self.sft_weight else ("x",)
+
+    def __call__(self, err: Errors, ref: Errors, extras: dict) -> tuple[Tensor, Metrics]:
+        return _with_anchor(err["x"], {"e_accepted": err["x"].mean()}, err, ref, self.sft_weight)
+
+
 def _with_anchor(loss: Tensor, metrics: Metrics, err: Errors, ref: Errors, weight: float) -> tuple[Tensor, Metrics]:
     """+ weight·plain denoising loss on the expert branch "w" (per sample: the anchor's batch is the same size)."""
     if not weight:
@@ -285,6 +303,7 @@ FROM_CONFIG = {
     "kto": lambda c: KTO(_beta(c), c.z_ref, c.w_desirable, c.w_undesirable, c.sft_weight),
     "grpo": lambda c: GRPO(c.clip_range, c.kl_weight, c.sft_weight),
     "nft": lambda c: NFT(c.nft_beta, c.adv_clip, c.sft_weight),
+    "rft": lambda c: RFT(c.sft_weight),
 }
 
 

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from genpref import losses, sampling
 from genpref.adapter import Batch
+from genpref.errors import UserError
 from genpref.noising import STREAM_ONLINE, Branch, item_generator, noised_branch
 from genpref.online import RolloutBuffer
 from genpref.recipes import SourceContext, TrainBatch, _Refilling, item_at
@@ -111,7 +112,8 @@ class GroupRollouts(_Refilling):
         if not 0 < o.train_fraction <= 1:
             raise ValueError("online.train_fraction must lie in (0, 1]")
         super().__init__(ctx, items)
-        self.nft = ctx.cfg.objective.name == "nft"
+        self.nft = ctx.cfg.objective.name in ("nft", "rft")  # trained on finished samples, any solver
+        self.rft = ctx.cfg.objective.name == "rft"
         if not self.nft:
             self.scheduler = ctx.adapter.make_solver("ddim")
             self.scheduler.set_timesteps(o.steps)
@@ -172,7 +174,13 @@ class GroupRollouts(_Refilling):
         g = item_generator(ctx.seed, pos[0], STREAM_ONLINE + 20)
         entries: list[dict] = []
         entry_prompts: list[str] = []
-        for (x0, _, steps, cond), a, skip in zip(groups, adv, flat.tolist()):
+        for (x0, r, steps, cond), a, skip in zip(groups, adv, flat.tolist()):
+            if self.rft:  # rejection sampling: the accepted samples, whatever their group's spread
+                keep = r >= o.accept_reward
+                if keep.any():
+                    entries.append({"x0": x0.detach().float().cpu()[keep], "adv": r[keep], **self._cond(cond.index(keep.nonzero()[:, 0].tolist()))})
+                    entry_prompts += [cond.prompts[0]] * int(keep.sum())
+                continue
             if skip:
                 continue
             if self.nft:
@@ -224,12 +232,23 @@ class GroupRollouts(_Refilling):
     def next(self, step: int, micro: int) -> TrainBatch:
         ctx, b = self.ctx, self.ctx.cfg.train.batch_size
         train_tick = time.perf_counter()
-        while len(self.buffer) < b:
+        for empty in range(1000):
+            if len(self.buffer) >= b:
+                break
             self._refill()
+            if self.rft and empty >= 50 and not len(self.buffer):
+                raise UserError(f"objective.name=rft: no sample reached online.accept_reward={self.ctx.cfg.online.accept_reward} "
+                                "in 50 rollout batches; lower it or start from a better model")
         e, prompts = self.buffer.take(b)
         e = {k: v.to(ctx.device) for k, v in e.items()}
         cond = {k[5:]: v for k, v in e.items() if k.startswith("cond.")}
-        if self.nft:
+        if self.rft:
+            batch = Batch(e["x0"], cond, e.get("mask"), prompts)
+            _, eps = ctx.noise(self._noise_positions(b), batch.x0)
+            t, _ = ctx.noise(self._noise_positions(b), batch.x0)
+            branches = {"x": noised_branch(ctx.adapter.noise_scheduler, batch, t, eps)}
+            extras = {"advantage": e["adv"]}
+        elif self.nft:
             batch = Batch(e["x0"], cond, e.get("mask"), prompts)
             branches = self._nft_branches(batch)
             extras = {"advantage": e["adv"]}

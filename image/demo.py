@@ -48,6 +48,7 @@ ARMS = {
     "sera_anchor": "shapes_sera_anchor.yaml",
     "grpo": "shapes_grpo.yaml",
     "nft": "shapes_nft.yaml",
+    "rft": "shapes_rft.yaml",
 }
 # metrics.jsonl keys copied into the demo's curves (those a run logs): losses, ranking, collapse watch,
 # and the verifier's score of online samples (SoPo, OAIF)

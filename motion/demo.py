@@ -52,6 +52,7 @@ ARMS = {
     "sera_anchor": "moves_sera_anchor.yaml",
     "grpo": "moves_grpo.yaml",
     "nft": "moves_nft.yaml",
+    "rft": "moves_rft.yaml",
 }
 EVAL = {"per_combo": 40, "frames": 48, "steps": 10, "solver": "dpmsolver++", "t2m_passes": 2}
 CURVES = ("loss", "implicit_acc", "open_gate", "reward_l", "reward_online", "e_ratio_w", "margin")

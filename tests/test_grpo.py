@@ -180,3 +180,21 @@ def test_holdout_reward_is_logged_and_never_trained_on(tmp_path):
     rows = read_metrics(tmp_path / "h")
     # the held-out check is the same toy reward on the same samples here: it equals the training reward
     assert rows[0]["holdout_reward"] == pytest.approx(rows[0]["reward_mean"], rel=1e-5)
+
+
+def test_rft_trains_on_accepted_samples_only(tmp_path):
+    from genpref import build
+    from genpref.online import RolloutPolicy
+    from genpref.recipes import SourceContext
+
+    cfg = toy_grpo(tmp_path / "rft", "objective.name=rft", "online.accept_reward=0.2", "train.batch_size=2")
+    adapter = build.build_adapter(cfg, "cpu", torch.float32)
+    ctx = SourceContext(adapter, cfg, torch.device("cpu"), rollout=RolloutPolicy(adapter.trainable_parameters()),
+                        reward=build.build_reward(cfg, "cpu"))
+    source = build.build_source(ctx, cfg)
+    tb = source.next(0, 0)
+    reward = build.build_reward(cfg, "cpu").score(adapter.decode(tb.branches["x"].batch.x0, None), tb.branches["x"].batch.prompts)
+    assert (reward >= 0.2).all() and torch.allclose(reward, tb.extras["advantage"])  # what was kept, with its reward
+    train(toy_grpo(tmp_path / "run", "objective.name=rft", "online.accept_reward=0.2", "train.max_steps=2",
+                   "train.checkpoint_every=0"))
+    assert len(read_metrics(tmp_path / "run")) == 2
