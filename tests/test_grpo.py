@@ -2,6 +2,7 @@
 group advantages, exact resume, and a step on every adapter family."""
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -198,3 +199,17 @@ def test_rft_trains_on_accepted_samples_only(tmp_path):
     train(toy_grpo(tmp_path / "run", "objective.name=rft", "online.accept_reward=0.2", "train.max_steps=2",
                    "train.checkpoint_every=0"))
     assert len(read_metrics(tmp_path / "run")) == 2
+
+
+@pytest.mark.skipif(not Path(sys.executable).with_name("accelerate").exists(), reason="accelerate CLI not installed")
+def test_two_processes_normalise_groups_as_one(tmp_path):
+    """A group lives on one rank and its samples come from a generator keyed by its prompt's stream position:
+    2 processes × 2 prompts give the rewards and advantages of 1 process × 4 prompts."""
+    from launch import genpref
+
+    common = ["train", str(TOY_GRPO), "train.max_steps=1", "train.checkpoint_every=0"]
+    genpref([*common, f"train.output_dir={tmp_path / 'one'}", "online.batch_size=4"], procs=1)
+    genpref([*common, f"train.output_dir={tmp_path / 'two'}", "online.batch_size=2"], procs=2)
+    one, two = read_metrics(tmp_path / "one")[0], read_metrics(tmp_path / "two")[0]
+    for key in ("reward_mean", "adv_abs_mean", "skipped_groups"):
+        assert two[key] == pytest.approx(one[key] / (2 if key == "skipped_groups" else 1), rel=1e-5), key
