@@ -74,7 +74,8 @@ def _cmd_demo(args) -> None:
 def _cmd_bench(args) -> None:
     from genpref.demo import bench_quality
 
-    bench_quality(args.task, args.out, args.seeds, args.steps, args.runs)
+    arms = [a for a in args.arms.split(",") if a] if args.arms else None
+    bench_quality(args.task, args.out, args.seeds, args.steps, args.runs, arms, args.setting)
 
 
 def _cmd_export(args) -> None:
@@ -150,6 +151,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--runs", help="where each task's runs go, as RUNS/image and RUNS/motion (default OUT/quality-TASK-runs); "
                    "finished (arm, seed) rows there are reused, so an interrupted benchmark continues")
+    p.add_argument("--arms", help="a comma-separated subset of arms, e.g. grpo,nft,sft (default: every arm)")
+    p.add_argument("--setting", default="train_prompts", choices=["train_prompts", "heldout_prompts"],
+                   help="train_prompts: online recipes draw training-combination prompts only; heldout_prompts: "
+                   "also prompts (never expert data) of the held-out combinations")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("export", help="export a run's final weights (images: diffusers or kohya LoRA; motion: released layout)")

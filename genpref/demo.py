@@ -113,9 +113,11 @@ def _markdown(summary: list[dict]) -> str:
 
 
 def bench_quality(which: str = "all", out_dir: str | Path = "benchmarks/results", seeds=(0, 1, 2), steps: int | None = None,
-                  runs_dir: str | Path | None = None) -> list[Path]:  # fmt: skip
-    """Every objective at the same budget with several seeds on each task; JSON + Markdown tables.
-    Runs go to runs_dir/<task> (default out_dir/quality-<task>-runs); finished rows there are reused."""
+                  runs_dir: str | Path | None = None, arms=None, setting: str = "train_prompts") -> list[Path]:  # fmt: skip
+    """Every objective (or `arms`) at the same budget with several seeds on each task; JSON + Markdown tables
+    in out_dir/quality-<task>-<setting>.{json,md}. setting: train_prompts | heldout_prompts (online recipes
+    may also draw prompts of the held-out combinations). Runs go to runs_dir/<task> (default
+    out_dir/quality-<task>-runs); finished rows there are reused."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -123,14 +125,14 @@ def bench_quality(which: str = "all", out_dir: str | Path = "benchmarks/results"
         module = importlib.import_module(HALVES[name])
         start = time.perf_counter()
         runs = Path(runs_dir) / name if runs_dir else out / f"quality-{name}-runs"
-        res = module.bench_quality(runs, seeds=list(seeds), steps=steps)
+        res = module.bench_quality(runs, seeds=list(seeds), steps=steps, arms=arms, setting=setting)
         res["seconds"] = round(time.perf_counter() - start, 1)
-        (out / f"quality-{name}.json").write_text(json.dumps(res, indent=1, default=float))
-        md = out / f"quality-{name}.md"
+        (out / f"quality-{name}-{setting}.json").write_text(json.dumps(res, indent=1, default=float))
+        md = out / f"quality-{name}-{setting}.md"
         base = next((r for r in res.get("rows", []) if r.get("objective") == "base"), {})
         facts = ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in base.items() if isinstance(v, float))
-        md.write_text(f"# quality benchmark: {res.get('task', name)} (seeds {list(seeds)})\n\n"
+        md.write_text(f"# quality benchmark: {res.get('task', name)}, setting {setting} (seeds {list(seeds)})\n\n"
                       + (f"base model: {facts}\n\n" if facts else "") + _markdown(res.get("summary", [])))
-        written += [out / f"quality-{name}.json", md]
+        written += [out / f"quality-{name}-{setting}.json", md]
         print(md.read_text())
     return written

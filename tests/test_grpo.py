@@ -213,3 +213,19 @@ def test_two_processes_normalise_groups_as_one(tmp_path):
     one, two = read_metrics(tmp_path / "one")[0], read_metrics(tmp_path / "two")[0]
     for key in ("reward_mean", "adv_abs_mean", "skipped_groups"):
         assert two[key] == pytest.approx(one[key] / (2 if key == "skipped_groups" else 1), rel=1e-5), key
+
+
+def test_bench_rows_gain_paired_differences_to_sft_per_seed():
+    from genpref import stats
+
+    rows = [{"objective": "sft", "seed": 0, "heldout_accuracy": 0.5, "train_accuracy": 0.6},
+            {"objective": "sft", "seed": 1, "heldout_accuracy": 0.4, "train_accuracy": 0.7},
+            {"objective": "grpo", "seed": 0, "heldout_accuracy": 0.7, "train_accuracy": 0.6},
+            {"objective": "grpo", "seed": 1, "heldout_accuracy": 0.7, "train_accuracy": 0.8},
+            {"objective": "grpo", "seed": 2, "heldout_accuracy": 0.9, "train_accuracy": 0.9}]  # no sft of seed 2
+    out = stats.versus_arm(rows, "sft", ("heldout_accuracy", "train_accuracy"))
+    assert [r.get("heldout_diff_vs_sft") for r in out] == pytest.approx([0.0, 0.0, 0.2, 0.3, None])
+    assert out[3]["train_diff_vs_sft"] == pytest.approx(0.1) and "heldout_diff_vs_sft" not in rows[2]
+    summary = stats.summarize_runs(out, ["heldout_diff_vs_sft"])
+    lo, hi = summary[1]["heldout_diff_vs_sft_ci95"]  # t interval over 2 seeds: 0.25 ± 12.706·0.0707/√2·... > 0 wide
+    assert summary[1]["heldout_diff_vs_sft"] == pytest.approx(0.25) and lo < 0.25 < hi

@@ -74,8 +74,8 @@ def test_bench_quality_writes_tables_and_uses_the_runs_directory(tmp_path, monke
 
     seen = {}
 
-    def bench(runs, seeds, steps):
-        seen["runs"], seen["seeds"] = runs, seeds
+    def bench(runs, seeds, steps, arms, setting):
+        seen["runs"], seen["seeds"], seen["arms"], seen["setting"] = runs, seeds, arms, setting
         return {"task": "shapes", "rows": [{"objective": "base", "seed": None, "heldout_accuracy": 0.25}],
                 "summary": [{"objective": "dro", "runs": 3, "heldout_accuracy": 0.5, "heldout_accuracy_ci95": [0.4, 0.6]}]}
 
@@ -83,8 +83,10 @@ def test_bench_quality_writes_tables_and_uses_the_runs_directory(tmp_path, monke
     half.bench_quality = bench
     monkeypatch.setitem(sys.modules, "fake_bench_half", half)
     monkeypatch.setattr(demo, "HALVES", {"image": "fake_bench_half"})
-    written = demo.bench_quality("image", tmp_path / "results", seeds=(0, 1, 2), runs_dir=tmp_path / "runs")
-    assert seen == {"runs": tmp_path / "runs" / "image", "seeds": [0, 1, 2]}
-    table = (tmp_path / "results" / "quality-image.md").read_text()
+    written = demo.bench_quality("image", tmp_path / "results", seeds=(0, 1, 2), runs_dir=tmp_path / "runs",
+                                 arms=["grpo", "sft"], setting="heldout_prompts")
+    assert seen == {"runs": tmp_path / "runs" / "image", "seeds": [0, 1, 2], "arms": ["grpo", "sft"], "setting": "heldout_prompts"}
+    table = (tmp_path / "results" / "quality-image-heldout_prompts.md").read_text()
+    assert "setting heldout_prompts" in table
     assert "base model: heldout accuracy 0.250" in table and "| dro | 3 | 0.500 [0.400, 0.600] |" in table
     assert json.loads(written[0].read_text())["summary"][0]["objective"] == "dro"
