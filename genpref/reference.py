@@ -1,4 +1,5 @@
-"""The frozen reference model: LoRA adapters switched off for the duration of a block, or a frozen copy."""
+"""The policy and its frozen reference: the one LoRA builder (peft, from `model.lora`), LoRA adapters switched off
+for the duration of a block, or a frozen copy; the model inside training wrappers; eval mode for sampling."""
 
 from __future__ import annotations
 
@@ -7,6 +8,27 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from torch import nn
+
+
+def lora_config(lora, targets: list[str] | None = None):
+    """peft's LoraConfig from the `model.lora` section (targets: the adapter's own module names when the
+    config's default image targets do not exist in its network)."""
+    from peft import LoraConfig
+
+    from genpref.errors import UserError
+
+    init = {"default": True, "gaussian": "gaussian"}.get(lora.init_weights)
+    if init is None:
+        raise UserError(f"model.lora.init_weights: {lora.init_weights!r}; valid: default, gaussian")
+    return LoraConfig(r=lora.rank, lora_alpha=lora.alpha, target_modules=list(targets or lora.targets),
+                      lora_dropout=lora.dropout, init_lora_weights=init)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The model inside DDP / DeepSpeed / torch.compile wrappers (accelerate's own unwrapping)."""
+    from accelerate.utils import extract_model_from_parallel
+
+    return extract_model_from_parallel(module)
 
 
 def _lora_layers(module: nn.Module) -> list:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from genpref import sampling
 from genpref.adapter import Batch
-from genpref.reference import adapters_disabled, eval_mode, frozen_copy
+from genpref.reference import adapters_disabled, eval_mode, frozen_copy, lora_config
 
 CENTRES = {"left": (-2.0, 0.0), "right": (2.0, 0.0), "up": (0.0, 2.0), "down": (0.0, -2.0)}
 PROMPTS = list(CENTRES)
@@ -71,15 +71,10 @@ class ToyAdapter:
             self.denoiser.load_state_dict(load_file(cfg.model.path), strict=False)
         self.lora = cfg.model.lora is not None
         if self.lora:
-            from peft import LoraConfig, inject_adapter_in_model
+            from peft import inject_adapter_in_model
 
-            lc = cfg.model.lora
             self.denoiser.requires_grad_(False)
-            inject_adapter_in_model(
-                LoraConfig(r=lc.rank, lora_alpha=lc.alpha, target_modules=lc.targets, lora_dropout=lc.dropout,
-                           init_lora_weights=True if lc.init_weights == "default" else lc.init_weights),
-                self.denoiser,
-            )
+            inject_adapter_in_model(lora_config(cfg.model.lora), self.denoiser)
             self.ref_denoiser = None
         else:
             self.ref_denoiser = frozen_copy(self.denoiser)

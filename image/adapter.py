@@ -21,7 +21,7 @@ from genpref import sampling
 from genpref.adapter import Batch, StepCallback
 from genpref.config import Config
 from genpref.errors import UserError
-from genpref.reference import adapters_disabled, eval_mode, frozen_copy
+from genpref.reference import adapters_disabled, eval_mode, frozen_copy, lora_config, unwrap
 from image import data as image_data
 from image.cache import CachedEncoder, TensorStore
 from image.data import grid
@@ -37,16 +37,6 @@ from image.models import (
 )
 
 ATTENTION = ("sdpa", "xformers")
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The model inside DDP / accelerate / torch.compile wrappers."""
-    while True:
-        inner = getattr(module, "module", None)
-        inner = getattr(module, "_orig_mod", None) if inner is None else inner
-        if not isinstance(inner, nn.Module):
-            return module
-        module = inner
 
 
 def set_attention(unet: nn.Module, attention: str) -> None:
@@ -69,15 +59,9 @@ def set_attention(unet: nn.Module, attention: str) -> None:
 def add_lora(unet: nn.Module, lora: Any, weight_dtype: torch.dtype) -> None:
     """peft LoRA on the frozen UNet, as diffusers' training scripts do; LoRA weights stay float32."""
     from diffusers.training_utils import cast_training_params
-    from peft import LoraConfig
 
-    init = {"default": True, "gaussian": "gaussian"}.get(lora.init_weights)
-    if init is None:
-        raise UserError(f"model.lora.init_weights: {lora.init_weights!r}; valid: default, gaussian")
-    config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, target_modules=list(lora.targets),
-                        lora_dropout=lora.dropout, init_lora_weights=init)
     try:
-        unet.add_adapter(config)
+        unet.add_adapter(lora_config(lora))
     except ValueError as err:  # peft: "Target modules {...} not found in the base model"
         raise UserError(f"model.lora.targets: {err}") from None
     if weight_dtype != torch.float32:

@@ -38,7 +38,7 @@ from genpref import sampling
 from genpref.adapter import Batch
 from genpref.config import Config
 from genpref.errors import UserError
-from genpref.reference import adapters_disabled, eval_mode, frozen_copy
+from genpref.reference import adapters_disabled, eval_mode, frozen_copy, lora_config, unwrap
 from motion import data as motion_data
 from motion.mdm import MDM, guided, load_mdm, mdm_noise_scheduler, released_args, save_mdm
 from motion.mld import MLD_DDIM, MldDenoiser, MldVae, load_mld, mld_noise_scheduler, save_mld
@@ -128,7 +128,7 @@ def lora_targets(cfg: Config, family: str) -> list[str]:
 
 def add_lora(module: nn.Module, cfg: Config, family: str) -> nn.Module:
     """Inject peft LoRA layers in place; only they stay trainable. Unknown targets end in one clear error."""
-    from peft import LoraConfig, inject_adapter_in_model
+    from peft import inject_adapter_in_model
 
     lora = cfg.model.lora
     targets = lora_targets(cfg, family)
@@ -137,10 +137,8 @@ def add_lora(module: nn.Module, cfg: Config, family: str) -> nn.Module:
         if not any(n == target or n.endswith("." + target) for n in names):
             linear = sorted({n.split(".")[-1] for n, m in module.named_modules() if isinstance(m, (nn.Linear, nn.MultiheadAttention))})
             raise UserError(f"model.lora.targets: no module named {target!r} in the {family.upper()} denoiser; try {linear}")
-    init = True if lora.init_weights == "default" else lora.init_weights
-    config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, target_modules=targets, lora_dropout=lora.dropout, init_lora_weights=init)
     module.requires_grad_(False)
-    return inject_adapter_in_model(config, module)
+    return inject_adapter_in_model(lora_config(lora, targets), module)
 
 
 def merged_state_dict(module: nn.Module) -> dict[str, Tensor]:
@@ -154,13 +152,6 @@ def merged_state_dict(module: nn.Module) -> dict[str, Tensor]:
             if isinstance(layer, BaseTunerLayer):
                 layer.merge()
     return {k.replace("base_layer.", ""): v.detach().cpu() for k, v in merged.state_dict().items() if "lora_" not in k}
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The model inside DDP / accelerate wrappers."""
-    while hasattr(module, "module") and isinstance(module.module, nn.Module):
-        module = module.module
-    return module
 
 
 def disable_attention_dropout(module: nn.Module) -> None:
