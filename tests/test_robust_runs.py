@@ -296,3 +296,19 @@ def test_validate_checks_the_output_dir_can_be_a_directory(tmp_path, capsys):
     for target in (tmp_path / "afile", tmp_path / "afile/run"):
         code, out = genpref(capsys, "validate", TOY, f"train.output_dir={target}")
         assert code == 2 and f"'train.output_dir': {tmp_path / 'afile'} is a file, not a directory" in out, out
+
+
+def test_disk_full_on_a_write_we_do_not_wrap_is_one_line(tmp_path, capsys, monkeypatch):
+    """metrics.jsonl (or a library's own file) hitting ENOSPC: one line naming the file, exit 1."""
+    import errno
+
+    from genpref import rundir
+
+    def full(self, step, values):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+
+    monkeypatch.setattr(rundir.MetricsLog, "log", full)
+    code, out = toy(capsys, tmp_path / "r", "train.max_steps=2")
+    assert code == 1
+    assert out == f"genpref: error: {tmp_path / 'r/metrics.jsonl'}: No space left on device; free space and rerun " \
+                  "(train.resume=latest continues from the last checkpoint)", out
