@@ -8,6 +8,7 @@ import importlib
 from pathlib import Path
 
 from genpref.config import Config, ConfigError
+from genpref.rundir import check_output_dir
 
 # model.kind -> module with build_adapter(cfg, device, weight_dtype)
 MODEL_KINDS = {
@@ -82,6 +83,7 @@ CHOICES = {
     "model.attention": ("sdpa", "xformers"),
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "train.collapse_action": ("warn", "stop"),
+    "train.on_divergence": ("stop", "rollback"),
     "reward.normalize": ("none", "zscore"),
     "select.by": (None, "implicit_margin"),
     "select.direction": ("largest", "smallest"),
@@ -131,6 +133,7 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"'online.sync_every' must be >= 1, got {cfg.online.sync_every}")
     if cfg.objective.tau_quantile is not None and not 0.0 <= cfg.objective.tau_quantile <= 1.0:
         raise ConfigError("'objective.tau_quantile' must lie in [0, 1]")
+    check_output_dir(cfg.train.output_dir)
     role = SOURCES[source_name(cfg)][0]
     data_key = {"pairs": "pairs", "experts": "experts", "ratings": "ratings", "prompts": "prompts"}[role]
     if role == "prompts" and cfg.data.prompts is None and (cfg.data.experts or cfg.data.root):

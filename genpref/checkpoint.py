@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from genpref.errors import UserError
@@ -57,11 +58,10 @@ def verify(path: Path) -> str | None:
     manifest = path / MANIFEST
     if not manifest.is_file():
         return "no manifest (interrupted while saving)"
-    try:
-        info = json.loads(manifest.read_text())
-    except json.JSONDecodeError:
-        return "unreadable manifest"
-    for name, meta in info.get("files", {}).items():
+    info = read_manifest(path)
+    if info is None:
+        return "malformed manifest (not the JSON this program writes)"
+    for name, meta in info["files"].items():
         f = path / name
         if not f.is_file():
             return f"missing {name}"
@@ -70,6 +70,51 @@ def verify(path: Path) -> str | None:
         if meta.get("sha256") and _sha256(f) != meta["sha256"]:
             return f"{name} is corrupt (checksum mismatch)"
     return None
+
+
+def read_manifest(path: Path) -> dict | None:
+    """The manifest of checkpoint `path`, or None when it is not what `save` writes (truncated, edited,
+    another program's): such a checkpoint is skipped like an incomplete one."""
+    try:
+        info = json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError covers JSON and UTF-8 decoding errors
+        return None
+    files = info.get("files") if isinstance(info, dict) else None
+    if not isinstance(files, dict) or not isinstance(info.get("world_size"), int):
+        return None
+    if not all(isinstance(m, dict) and isinstance(m.get("size"), int) for m in files.values()):
+        return None
+    return info
+
+
+def nonfinite_reason(path: Path) -> str | None:
+    """None when every floating-point tensor of checkpoint `path` (weights and shared state: optimizer
+    moments, EMA) is finite, else which one is not. Checkpoints written before this check existed, or by a
+    run that diverged, can hold NaN: resuming from them would only write more NaN."""
+    from genpref.guards import nonfinite_names
+
+    path = Path(path)
+    if (path / "weights.safetensors").is_file():
+        bad = nonfinite_names(load_file(str(path / "weights.safetensors")).items())
+        if bad:
+            return f"non-finite weights ({bad[0]})"
+    if (path / "state.pt").is_file():
+        bad = nonfinite_names(_tensors_in(_load_pt(path / "state.pt")))
+        if bad:
+            return f"non-finite training state ({bad[0]})"
+    return None
+
+
+def _tensors_in(obj, prefix: str = ""):
+    """(dotted name, tensor) for every tensor nested in dicts/lists/tuples of `obj`."""
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _tensors_in(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _tensors_in(v, f"{prefix}[{i}]")
 
 
 def complete_checkpoints(run_dir: Path, report=print) -> list[tuple[int, Path]]:
@@ -91,20 +136,76 @@ def complete_checkpoints(run_dir: Path, report=print) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def resolve_resume(run_dir: Path, resume: str | None, report=print) -> Path | None:
+def resolve_resume(run_dir: Path, resume: str | None, report=print, remove_nonfinite: bool = False) -> Path | None:
+    """The checkpoint to resume from: train.resume=latest takes the newest complete and finite one, saying
+    which newer ones it passed over (and, with `remove_nonfinite`, deleting the non-finite ones so that
+    pruning never keeps them in place of good ones); an explicit path must be complete and finite."""
+    report = report or (lambda msg: None)
     if resume is None:
         return None
     if resume == "latest":
         found = complete_checkpoints(run_dir, report)
+        for step, path in reversed(found):
+            problem = nonfinite_reason(path)
+            if problem is None:
+                if step != found[-1][0]:
+                    report(f"train.resume=latest: resuming from {path}, the newest finite checkpoint")
+                return path
+            report(f"train.resume=latest: refusing {path}: {problem}" + ("; removed" if remove_nonfinite else ""))
+            if remove_nonfinite:
+                _remove(path)
         if not found:
             report(f"train.resume=latest: no complete checkpoint in {Path(run_dir) / 'checkpoints'}; starting fresh")
-            return None
-        return found[-1][1]
+        else:
+            report("train.resume=latest: no finite checkpoint to resume from; starting fresh")
+        return None
     path = Path(resume)
     problem = verify(path) if path.is_dir() else "not a directory"
+    problem = problem or nonfinite_reason(path)
     if problem:
         raise UserError(f"train.resume={resume}: cannot resume from this checkpoint: {problem}")
     return path
+
+
+def last_good(run_dir: Path, until: int | None = None) -> Path | None:
+    """What a diverged run falls back to: the newest complete checkpoint of step <= `until` whose tensors
+    are all finite; when pruning left none that old, the oldest finite one (a run is never restarted
+    from scratch while a finite checkpoint exists); None when there is no finite checkpoint at all."""
+    finite = [(step, path) for step, path in complete_checkpoints(run_dir, report=None) if nonfinite_reason(path) is None]
+    trusted = [path for step, path in finite if until is None or step <= until]
+    return trusted[-1] if trusted else (finite[0][1] if finite else None)
+
+
+def check_shapes(path: Path, weights: dict[str, torch.Tensor], named_params: dict) -> None:
+    """UserError when a checkpoint's tensors do not fit the model being resumed: LoRA rank changes are
+    named as such (model.lora.rank differs from the run that saved it), other shapes by tensor."""
+    for name, p in named_params.items():
+        saved = weights.get(name)
+        if saved is None or saved.shape == p.shape:
+            continue
+        if "lora_A" in name or "lora_B" in name:
+            axis = 0 if "lora_A" in name else 1
+            raise UserError(f"{path}: the checkpoint has LoRA rank {saved.shape[axis]}, this run model.lora.rank="
+                            f"{p.shape[axis]}; resume with model.lora.rank={saved.shape[axis]} or start a new train.output_dir")
+        raise UserError(f"{path}: {name} has shape {tuple(saved.shape)} in the checkpoint and {tuple(p.shape)} in "
+                        "this model (a different model config from the run that saved it)")
+
+
+def rescale_lr(optimizer, lr_scheduler, saved_lr: float | None, lr: float, report=print) -> None:
+    """After a resume: the optimizer and schedule restored the learning rates of the run that saved the
+    checkpoint. When train.lr differs from that run's, scale every rate by lr / saved_lr, so that
+    lowering train.lr after a divergence (or a rollback) takes effect."""
+    if saved_lr is None or saved_lr == lr:
+        return
+    factor = lr / saved_lr
+    for group in optimizer.param_groups:
+        group["lr"] *= factor
+        if "initial_lr" in group:
+            group["initial_lr"] *= factor
+    lr_scheduler.base_lrs = [base * factor for base in lr_scheduler.base_lrs]
+    lr_scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+    if report:
+        report(f"train.lr is {lr:g}, the checkpoint was saved with {saved_lr:g}: learning rates scaled by {factor:g}")
 
 
 # ---------------------------------------------------------------------------------------------- RNG
@@ -146,39 +247,93 @@ def save(
 ) -> Path:
     """Every rank must call this (each writes its own RNG/data state; rank 0 the rest). With `sharded`
     the model and optimizer are saved by accelerate's save_state, which every rank takes part in."""
+    from genpref.guards import Diverged, nonfinite_names
+
+    # Never commit NaN: every rank holds the same weights and shared state, so every rank stops here alike.
+    bad = nonfinite_names([*weights.items(), *_tensors_in(shared_state)])
+    if bad:
+        raise Diverged(step, f"non-finite values in the checkpoint to save: {bad[0]}; not saved")
     root = Path(run_dir) / "checkpoints"
     final, tmp = root / f"step-{step}", root / f".step-{step}.tmp"
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        root.mkdir(parents=True, exist_ok=True)
+    try:
+        if accelerator.is_main_process:
+            root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+        accelerator.wait_for_everyone()
+        rank = accelerator.process_index
+        if sharded:
+            accelerator.save_state(str(tmp / "accelerate"))
+        _write(tmp / f"rank-{rank}.pt", lambda p: torch.save({**rank_state, "rng": rng_state()}, p))
+        if accelerator.is_main_process and weights:
+            _write(tmp / "weights.safetensors", lambda p: save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(p)))
+            _write(tmp / "state.pt", lambda p: torch.save(shared_state, p))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            files = {
+                str(f.relative_to(tmp)): {"size": f.stat().st_size, "sha256": _sha256(f)}
+                for f in sorted(tmp.rglob("*"))
+                if f.is_file()
+            }
+            manifest = {"step": step, "world_size": accelerator.num_processes, "finite": True, "files": files}
+            _write(tmp / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1)))
+            if final.exists():
+                _remove(final)
+            os.rename(tmp, final)
+            _fsync_dir(root)
+    except (OSError, SafetensorError) as err:  # disk full, quota, permissions: earlier checkpoints stay as they were
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-    accelerator.wait_for_everyone()
-    rank = accelerator.process_index
-    if sharded:
-        accelerator.save_state(str(tmp / "accelerate"))
-    _write(tmp / f"rank-{rank}.pt", lambda p: torch.save({**rank_state, "rng": rng_state()}, p))
-    if accelerator.is_main_process and weights:
-        _write(tmp / "weights.safetensors", lambda p: save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(p)))
-        _write(tmp / "state.pt", lambda p: torch.save(shared_state, p))
-    accelerator.wait_for_everyone()
+        raise UserError(f"step {step}: cannot write checkpoint {final} ({getattr(err, 'strerror', None) or err}); nothing was "
+                        "half-written and earlier checkpoints are intact: free space and resume with train.resume=latest") from None
     if accelerator.is_main_process:
-        files = {
-            str(f.relative_to(tmp)): {"size": f.stat().st_size, "sha256": _sha256(f)}
-            for f in sorted(tmp.rglob("*"))
-            if f.is_file()
-        }
-        manifest = {"step": step, "world_size": accelerator.num_processes, "files": files}
-        _write(tmp / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1)))
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        _fsync_dir(root)
-        # Prune only after the new one is complete; never delete the newest complete checkpoint.
-        complete = complete_checkpoints(run_dir, report=None)
-        for _, old in complete[: max(0, len(complete) - max(keep, 1))]:
-            shutil.rmtree(old, ignore_errors=True)
+        prune(run_dir, keep)
     accelerator.wait_for_everyone()
+    return final
+
+
+def _remove(path: Path) -> None:
+    """Delete a checkpoint directory so that a kill midway leaves no half-deleted step-N: rename it to a
+    hidden name first (atomic), then delete; `prune` removes leftovers of such kills."""
+    doomed = path.with_name(f".{path.name}.del")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.rename(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def prune(run_dir: Path, keep: int) -> None:
+    """Keep the newest `keep` complete checkpoints (at least one: the newest, which `save` has just
+    verified finite) and remove what kills left behind: half-deleted `.step-N.del` directories and
+    step-N directories without a manifest or with missing files."""
+    root = Path(run_dir) / "checkpoints"
+    for leftover in root.glob(".step-*.del"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    for path in root.glob("step-*"):
+        problem = verify(path)
+        if problem and (problem.startswith("no manifest") or problem.startswith("missing ")):
+            _remove(path)
+    complete = complete_checkpoints(run_dir, report=None)
+    for _, old in complete[: max(0, len(complete) - max(keep, 1))]:
+        _remove(old)
+
+
+def save_final(run_dir: Path, write) -> Path:
+    """`write(directory)` (the adapter's save_final) into a temporary directory, renamed to final/ once
+    complete: a full disk or a kill never leaves a half-written final/, and a replaced one is swapped whole."""
+    run_dir = Path(run_dir)
+    final, tmp, old = run_dir / "final", run_dir / ".final.tmp", run_dir / ".final.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        write(str(tmp))
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    except (OSError, SafetensorError) as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"cannot write {final} ({getattr(err, 'strerror', None) or err}); nothing was half-written and the last "
+                        "checkpoint is intact: free space and resume with train.resume=latest") from None
     return final
 
 
@@ -194,7 +349,7 @@ def load(path: Path, rank: int, world: int) -> tuple[dict[str, torch.Tensor], di
     path = Path(path)
     weights = load_file(str(path / "weights.safetensors")) if (path / "weights.safetensors").is_file() else {}
     shared = _load_pt(path / "state.pt")
-    manifest = json.loads((path / MANIFEST).read_text())
+    manifest = read_manifest(path)
     if manifest["world_size"] != world:
         warnings.warn(
             f"{path} was saved by {manifest['world_size']} processes, resuming with {world}: "

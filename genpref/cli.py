@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 EXIT_CONFIG, EXIT_USER = 2, 1
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _cmd_train(args) -> None:
@@ -189,6 +191,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     except UserError as err:
         print(f"genpref: error: {err}", file=sys.stderr)
+        return getattr(err, "exit_code", EXIT_USER)
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        # a write we do not wrap ourselves (metrics, samples, a library's cache) ran out of space
+        print(f"genpref: error: {err.filename or 'a file'}: {err.strerror}; free space and rerun "
+              "(train.resume=latest continues from the last checkpoint)", file=sys.stderr)
         return EXIT_USER
     except KeyboardInterrupt:
         print("genpref: interrupted; resume with train.resume=latest", file=sys.stderr)

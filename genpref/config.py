@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -162,6 +163,10 @@ class TrainConfig:
     log_every: int = 1  # write metrics every N steps
     ema_decay: float | None = None  # EMA of trainable weights (e.g. 0.9999); null = off
     max_bad_steps: int = 5  # abort after this many consecutive NaN/inf losses
+    on_divergence: str = "stop"  # non-finite weights or too many bad losses: stop (keep the last good checkpoint) | rollback
+    rollback_lr_factor: float = 0.5  # rollback: reload the last good checkpoint with train.lr scaled by this
+    max_rollbacks: int = 3  # rollback: stop after this many rollbacks in one run
+    overwrite: bool = False  # replace a finished run (its final/) in train.output_dir instead of refusing
     collapse_factor: float | None = 3.0  # guard: policy error on preferred samples > factor × reference's
     collapse_action: str = "warn"  # warn | stop
     collapse_window: int = 10  # steps averaged by the collapse guard
@@ -309,6 +314,177 @@ def _check_required(obj: Any, prefix: str = "") -> None:
             _check_required(value, key)
 
 
+# ---------------------------------------------------------------------------------------------- ranges
+
+
+def _finite(v: float) -> bool:
+    return math.isfinite(v)
+
+
+# (test, what a valid value is): NaN fails every comparison, so each test rejects it
+ANY = (_finite, "a finite number")
+POSITIVE = (lambda v: _finite(v) and v > 0, "a finite number > 0")
+NON_NEGATIVE = (lambda v: _finite(v) and v >= 0, "a finite number >= 0")
+AT_LEAST_1 = (lambda v: v >= 1, "an integer >= 1")
+COUNT = (lambda v: v >= 0, "an integer >= 0")
+PROBABILITY = (lambda v: 0 <= v <= 1, "a probability in [0, 1]")
+FRACTION = (lambda v: 0 < v <= 1, "in (0, 1]")
+BELOW_1 = (lambda v: 0 <= v < 1, "in [0, 1)")
+SEED = (lambda v: 0 <= v < 2**32, "an integer in [0, 2^32)")
+RESOLUTION = (lambda v: v >= 8, "an integer >= 8 (pixels)")
+
+# Every numeric key of the schema and its range (a test checks none is missing); null is always allowed
+# where the schema allows it. `reward.models.weight` applies to each entry of the list.
+RANGES = {
+    "model.lora.rank": AT_LEAST_1,
+    "model.lora.alpha": POSITIVE,
+    "model.lora.dropout": BELOW_1,
+    "data.resolution": RESOLUTION,
+    "data.max_items": AT_LEAST_1,
+    "data.max_motion_length": AT_LEAST_1,
+    "data.min_motion_length": COUNT,
+    "data.num_workers": COUNT,
+    "data.empty_prompt_prob": PROBABILITY,
+    "objective.beta": POSITIVE,
+    "objective.margin": NON_NEGATIVE,
+    "objective.sft_weight": NON_NEGATIVE,
+    "objective.tau": ANY,
+    "objective.tau_quantile": PROBABILITY,
+    "objective.c": ANY,
+    "objective.z_ref": ANY,
+    "objective.w_desirable": NON_NEGATIVE,
+    "objective.w_undesirable": NON_NEGATIVE,
+    "objective.kl_weight": NON_NEGATIVE,
+    "objective.clip_range": POSITIVE,
+    "objective.std_floor": POSITIVE,
+    "objective.adv_clip": POSITIVE,
+    "objective.nft_beta": POSITIVE,
+    "online.sync_every": AT_LEAST_1,
+    "online.num_samples": AT_LEAST_1,
+    "online.steps": AT_LEAST_1,
+    "online.guidance": NON_NEGATIVE,
+    "online.states_per_rollout": COUNT,
+    "online.reset_t": AT_LEAST_1,
+    "online.batch_size": AT_LEAST_1,
+    "online.label_scale": POSITIVE,
+    "online.reward_draws": AT_LEAST_1,
+    "online.group_size": AT_LEAST_1,
+    "online.eta": NON_NEGATIVE,
+    "online.train_fraction": FRACTION,
+    "online.inner_epochs": AT_LEAST_1,
+    "online.accept_reward": ANY,
+    "online.rollout_ema": PROBABILITY,
+    "select.fraction": FRACTION,
+    "reward.models.weight": ANY,
+    "reward.holdout.weight": ANY,
+    "train.max_steps": AT_LEAST_1,
+    "train.batch_size": AT_LEAST_1,
+    "train.grad_accum": AT_LEAST_1,
+    "train.lr": POSITIVE,
+    "train.warmup_steps": COUNT,
+    "train.weight_decay": NON_NEGATIVE,
+    "train.adam_beta1": BELOW_1,
+    "train.adam_beta2": BELOW_1,
+    "train.adam_eps": POSITIVE,
+    "train.max_grad_norm": POSITIVE,
+    "train.seed": SEED,
+    "train.checkpoint_every": COUNT,
+    "train.keep_checkpoints": AT_LEAST_1,
+    "train.log_every": AT_LEAST_1,
+    "train.ema_decay": PROBABILITY,
+    "train.max_bad_steps": AT_LEAST_1,
+    "train.rollback_lr_factor": FRACTION,
+    "train.max_rollbacks": COUNT,
+    "train.collapse_factor": POSITIVE,
+    "train.collapse_window": AT_LEAST_1,
+    "train.sample_every": COUNT,
+    "train.sample_seeds": SEED,
+}
+
+
+def _values_at(cfg: Config, dotted: str) -> list[tuple[str, Any]]:
+    """(key as the user writes it, value) for a RANGES key; list fields give one pair per entry."""
+    section, *rest = dotted.split(".")
+    node = getattr(cfg, section)
+    if isinstance(node, list):  # reward.models
+        return [pair for i, item in enumerate(node) for pair in _values_at_obj(item, rest, f"{section}[{i}]")]
+    return _values_at_obj(node, rest, section)
+
+
+def _values_at_obj(node: Any, parts: list[str], prefix: str) -> list[tuple[str, Any]]:
+    for j, part in enumerate(parts):
+        if node is None:  # e.g. model.lora: null
+            return []
+        node = getattr(node, part)
+        if isinstance(node, list) and j < len(parts) - 1:
+            return [pair for i, item in enumerate(node) for pair in _values_at_obj(item, parts[j + 1 :], f"{prefix}.{part}[{i}]")]
+    key = ".".join([prefix, *parts])
+    if isinstance(node, list):
+        return [(f"{key}[{i}]", v) for i, v in enumerate(node)]
+    return [(key, node)]
+
+
+def check_ranges(cfg: Config) -> None:
+    """ConfigError naming the first numeric key outside its range (lr > 0 and finite, probabilities in
+    [0, 1], counts >= 0, ...)."""
+    for dotted, (test, what) in RANGES.items():
+        for key, value in _values_at(cfg, dotted):
+            if value is not None and not test(value):
+                raise ConfigError(f"'{key}' must be {what}, got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------- YAML
+
+MAX_YAML_VALUES = 20_000  # a recipe holds ~200 values; aliases that expand past this are an alias bomb
+MAX_YAML_DEPTH = 64  # nesting deeper than this is not a recipe either
+YAML_OPENERS = tuple("[{\"'")  # an override starting with one of these is meant as YAML
+
+
+def _expanded_size(node: yaml.Node, memo: dict, depth: int = 0) -> int:
+    """How many values `node` becomes once every alias is copied out (what dumping or walking it costs).
+    Shared nodes are counted once per use but computed once, so this is linear in the document's size;
+    a node reached again while being counted (a recursive alias) counts as too large."""
+    if depth > MAX_YAML_DEPTH:
+        raise ConfigError(f"YAML nested deeper than {MAX_YAML_DEPTH} levels")
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = MAX_YAML_VALUES + 1  # in progress: a cycle ends up here
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo, depth + 1) + _expanded_size(v, memo, depth + 1) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(v, memo, depth + 1) for v in node.value)
+    else:
+        size = 1
+    memo[key] = min(size, MAX_YAML_VALUES + 1)
+    return memo[key]
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that measures the document's node graph before building Python objects from it,
+    and refuses one whose aliases expand past MAX_YAML_VALUES values (time and memory stay bounded)."""
+
+    def get_single_data(self):
+        node = self.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_YAML_VALUES:
+            raise ConfigError(f"YAML aliases (&anchor / *alias) expand to more than {MAX_YAML_VALUES} values; "
+                              "write the values out instead")
+        return self.construct_document(node)
+
+
+def safe_load(text: str | bytes) -> Any:
+    """yaml.safe_load with bounded alias expansion and nesting (configs, overrides, run directories)."""
+    loader = BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    except RecursionError:
+        raise ConfigError(f"YAML nested deeper than {MAX_YAML_DEPTH} levels") from None
+    finally:
+        loader.dispose()
+
+
 # ---------------------------------------------------------------------------------------------- loading
 
 
@@ -321,9 +497,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not all(path):
         raise ConfigError(f"override {text!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
+        value = safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        if raw.strip()[:1] in YAML_OPENERS:  # meant as YAML (a list, a mapping, a quoted string): say so
+            raise ConfigError(f"override '{key.strip()}': {raw!r} is not valid YAML ({getattr(err, 'problem', err)}); "
+                              "close the bracket or quote, or quote the whole value") from None
+        value = raw  # plain text that YAML dislikes (e.g. a glob '*.parquet'): taken as the string typed
+    except ConfigError as err:
+        raise ConfigError(f"override '{key.strip()}': {err}") from None
     return path, value
 
 
@@ -332,11 +513,13 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_load(path.read_bytes())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{where}: invalid YAML ({getattr(err, 'problem', err)})") from None
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -359,6 +542,7 @@ def merge_overrides(data: dict, overrides: list[str]) -> dict:
 def from_dict(data: dict) -> Config:
     cfg = _build(Config, data)
     _check_required(cfg)
+    check_ranges(cfg)
     return cfg
 
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
 from importlib import metadata
 from pathlib import Path
 
-from genpref.config import Config, dump_yaml
+from genpref.config import Config, ConfigError, dump_yaml
+from genpref.errors import UserError
 
 PACKAGES = ("genpref", "torch", "diffusers", "transformers", "accelerate", "peft", "safetensors", "numpy")
 
@@ -31,6 +34,46 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+def check_output_dir(output_dir: str) -> None:
+    """ConfigError unless train.output_dir is, or can be created as, a writable directory (checked by
+    `validate` and before a run builds its model)."""
+    path = Path(output_dir).expanduser()
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    needed = "" if existing == path else f" (the parent of {path})"
+    if not existing.is_dir():
+        raise ConfigError(f"'train.output_dir': {existing} is a file, not a directory{needed}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"'train.output_dir': {existing} is not writable{needed}")
+
+
+# What a run writes into its directory; train.overwrite=true removes these, nothing else.
+RUN_OUTPUTS = ("checkpoints", "final", ".final.tmp", "samples", "tensorboard", "metrics.jsonl", "ranks.json", "run.json", "config.yaml")
+
+
+def claim_for_fresh_start(run_dir: Path, has_checkpoints: bool, overwrite: bool, remove: bool, say=print) -> None:
+    """A fresh (not resumed) run may start in `run_dir` only when no earlier run left checkpoints or a
+    final/ there, or when train.overwrite=true (then those outputs are removed, by the caller that has
+    `remove`). UserError otherwise: a finished run is never replaced silently."""
+    finished = (run_dir / "final").exists()
+    if not (finished or has_checkpoints):
+        return
+    if not overwrite:
+        what = "a finished run (final/)" if finished else "checkpoints"
+        hint = "pass train.resume=latest to continue, " if has_checkpoints else ""
+        raise UserError(f"{run_dir} already holds {what}: {hint}pass train.overwrite=true to replace it, "
+                        "or choose another train.output_dir")
+    if remove:
+        say(f"train.overwrite=true: removing the previous run's outputs in {run_dir}")
+        for name in RUN_OUTPUTS:
+            target = run_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
 
 
 def write_run_files(run_dir: Path, cfg: Config, world_size: int, resumed_from: str | None) -> None:

@@ -16,17 +16,17 @@ from pathlib import Path
 
 import torch
 
-from genpref import build, checkpoint
+from genpref import build, checkpoint, runlock
 from genpref.adapter import Adapter
 from genpref.config import Config
 from genpref.errors import UserError
 from genpref.forward import branch_errors
-from genpref.guards import BadLossGuard, CollapseGuard
+from genpref.guards import BadLossGuard, CollapseGuard, Diverged, check_weights_finite, rollback_or_stop
 from genpref.objectives import build_objective
 from genpref.online import RolloutPolicy
 from genpref.recipes import SourceContext
 from genpref.rl_guards import RLGuard
-from genpref.rundir import MetricsLog, write_run_files
+from genpref.rundir import MetricsLog, claim_for_fresh_start, write_run_files
 
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -59,7 +59,7 @@ def check_ranks_in_sync(accelerator, params: list[torch.nn.Parameter], run_dir: 
         fingerprint = torch.stack([torch.stack([p.detach().double().sum(), p.detach().double().abs().sum()]) for p in params])
     fingerprints = accelerator.gather(fingerprint.to(accelerator.device)[None]).cpu()  # [world, P, 2]
     if accelerator.is_main_process:
-        in_sync = bool((fingerprints == fingerprints[0]).all())
+        in_sync = bool(torch.isclose(fingerprints, fingerprints[0], rtol=0, atol=0, equal_nan=True).all())
         (run_dir / "ranks.json").write_text(json.dumps({"world_size": accelerator.num_processes, "weights_identical": in_sync}))
         if not in_sync:
             warnings.warn("trainable weights differ across ranks after training", stacklevel=1)
@@ -91,6 +91,20 @@ def write_samples(adapter: Adapter, cfg: Config, run_dir: Path, tag: str) -> lis
 
 
 def train(cfg: Config) -> Path:
+    """Train `cfg` holding train.output_dir's lock; a divergence rolls back to the last good checkpoint with
+    a smaller lr (train.on_divergence=rollback) or ends in one line naming it."""
+    with runlock.hold(cfg.train.output_dir, say=lambda msg: print(f"genpref: {msg}", flush=True)):
+        rollbacks = 0
+        while True:
+            try:
+                return _train(cfg)
+            except Diverged as err:
+                good = checkpoint.last_good(Path(cfg.train.output_dir), err.good_until)
+                cfg = rollback_or_stop(cfg, err, good, rollbacks)
+                rollbacks += 1
+
+
+def _train(cfg: Config) -> Path:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
@@ -106,9 +120,10 @@ def train(cfg: Config) -> Path:
     run_dir = Path(t.output_dir)
 
     # ---- build
-    resume_from = checkpoint.resolve_resume(run_dir, t.resume, report=say if main else None)
-    if resume_from is None and checkpoint.complete_checkpoints(run_dir, report=None):
-        raise UserError(f"{run_dir} already holds checkpoints: pass train.resume=latest to continue, or choose another train.output_dir")
+    resume_from = checkpoint.resolve_resume(run_dir, t.resume, report=say if main else None, remove_nonfinite=main)
+    if resume_from is None:
+        claim_for_fresh_start(run_dir, bool(checkpoint.complete_checkpoints(run_dir, report=None)), t.overwrite, main, say)
+        accelerator.wait_for_everyone()
     set_seed(t.seed)  # identical initialisation on every rank
     weight_dtype = DTYPES[t.mixed_precision]
     adapter = build.build_adapter(cfg, accelerator.device, weight_dtype)
@@ -162,11 +177,13 @@ def train(cfg: Config) -> Path:
             missing = set(named_params) - set(weights)
             if missing:
                 raise UserError(f"{resume_from}: checkpoint lacks trainable weights, e.g. {sorted(missing)[0]}")
+            checkpoint.check_shapes(resume_from, weights, named_params)
             with torch.no_grad():
                 for name, p in named_params.items():  # load into the existing (LoRA) parameters
                     p.copy_(weights[name].to(p.device, p.dtype))
             optimizer.load_state_dict(shared["optimizer"])
         lr_scheduler.load_state_dict(shared["lr_scheduler"])
+        checkpoint.rescale_lr(optimizer, lr_scheduler, shared.get("lr"), t.lr, say)
         if ema is not None and shared.get("ema") is not None:
             ema.load_state_dict(shared["ema"])
         collapse.load_state_dict(shared["collapse"])
@@ -187,6 +204,7 @@ def train(cfg: Config) -> Path:
     def save_checkpoint(step: int) -> None:
         shared = {
             "step": step,
+            "lr": t.lr,
             "optimizer": None if sharded else optimizer.state_dict(),
             "lr_scheduler": lr_scheduler.state_dict(),
             "ema": ema.state_dict() if ema is not None else None,
@@ -230,6 +248,7 @@ def train(cfg: Config) -> Path:
                     grad_norm = accelerator.clip_grad_norm_(all_params, t.max_grad_norm)
                     grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
                 optimizer.step()
+                check_weights_finite(named_params, step)
                 lr_scheduler.step()
                 if ema is not None:
                     ema.step(params)
@@ -258,8 +277,8 @@ def train(cfg: Config) -> Path:
                 log.log(step, row)
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4g}" if math.isfinite(row["loss"]) else "nan")
-            if t.checkpoint_every and (step % t.checkpoint_every == 0 or step == t.max_steps):
-                save_checkpoint(step)
+            if t.checkpoint_every and (step % t.checkpoint_every == 0 or step == t.max_steps) and not bad_loss.streak:
+                save_checkpoint(step)  # not while losses are NaN: those weights are no state to return to
             if t.sample_every and step % t.sample_every == 0 and main:
                 with plain_module(adapter, plain):
                     write_samples(adapter, cfg, run_dir, f"step-{step}")
@@ -271,7 +290,8 @@ def train(cfg: Config) -> Path:
             if ema is not None:
                 ema.store(params)
                 ema.copy_to(params)
-            adapter.save_final(str(run_dir / "final"))
+            check_weights_finite(named_params, t.max_steps, "final weights")
+            checkpoint.save_final(run_dir, adapter.save_final)
             write_samples(adapter, cfg, run_dir, "final")
             if ema is not None:
                 ema.restore(params)

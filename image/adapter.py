@@ -338,7 +338,11 @@ class ImageAdapter:
         file = path / LORA_WEIGHTS if path.is_dir() else path
         if not file.is_file():
             raise UserError(f"LoRA weights not found: {file}")
-        state = {k.removeprefix("unet."): v for k, v in load_file(str(file)).items() if k.startswith("unet.")}
+        try:
+            loaded = load_file(str(file))
+        except Exception as err:  # SafetensorError: a pickle or another format under the safetensors name
+            raise UserError(f"{file}: not a safetensors file ({err}); it is never unpickled") from None
+        state = {k.removeprefix("unet."): v for k, v in loaded.items() if k.startswith("unet.")}
         if not state:
             raise UserError(f"{file}: no UNet LoRA weights in it (keys must start with 'unet.')")
         state = convert_unet_state_dict_to_peft(state)

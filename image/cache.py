@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from genpref.errors import UserError
 from image.data import ImageRef, crop_box, decode_image, preprocess
 
 
@@ -68,14 +69,20 @@ class TensorStore:
         return tensors
 
     def put(self, kind: str, key: str, tensors: dict[str, Tensor]) -> None:
+        from safetensors import SafetensorError
         from safetensors.torch import save_file
 
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         path = self._path(kind, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        save_file(tensors, str(tmp))
-        os.replace(tmp, path)
+        try:
+            save_file(tensors, str(tmp))
+            os.replace(tmp, path)
+        except (OSError, SafetensorError) as err:  # disk full: no half-written entry stays behind
+            tmp.unlink(missing_ok=True)
+            raise UserError(f"cannot write the latent cache {path.parent} ({getattr(err, 'strerror', None) or err}); free space or "
+                            "point data.cache_dir at a larger disk") from None
         self._remember(f"{kind}/{key}", tensors)
 
     def _remember(self, mem: str, tensors: dict[str, Tensor]) -> None:

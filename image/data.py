@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from genpref.errors import BadSample, UserError
+from genpref.textio import read_utf8
 
 log = logging.getLogger("genpref.image")
 
@@ -121,13 +122,24 @@ def _cell_bytes(value: Any, base: Path | None) -> bytes | None:
     return value
 
 
+def _open_parquet(pq, path: Path):
+    """pyarrow's ParquetFile, or UserError naming the file when it is truncated or not parquet at all."""
+    import pyarrow as pa
+
+    try:
+        return pq.ParquetFile(str(path))
+    except (pa.ArrowException, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"data.pairs: {path}: not a readable parquet file, truncated or damaged ({first})") from None
+
+
 class _ParquetShards:
     """Parquet files read lazily by row group: the metadata columns up front, image cells on demand."""
 
     def __init__(self, files: list[Path]):
         import pyarrow.parquet as pq
 
-        self.files = [pq.ParquetFile(str(f)) for f in files]
+        self.files = [_open_parquet(pq, f) for f in files]
         self.names = [str(f) for f in files]
         self.groups = []  # (file index, row group index, first global row, rows, first row in the file)
         start = 0
@@ -144,9 +156,14 @@ class _ParquetShards:
         return self.files[i].schema_arrow.names
 
     def column(self, name: str) -> list:
+        import pyarrow as pa
+
         out = []
-        for pf in self.files:
-            out.extend(pf.read(columns=[name]).column(name).to_pylist())
+        for pf, file in zip(self.files, self.names):
+            try:
+                out.extend(pf.read(columns=[name]).column(name).to_pylist())
+            except (pa.ArrowException, OSError) as err:  # a damaged data page behind an intact footer
+                raise UserError(f"data.pairs: {file}: column {name} is unreadable, the file is damaged ({err})") from None
         return out
 
     def _group(self, row: int) -> tuple:
@@ -449,7 +466,8 @@ def _table_pairs(kind: str, where: Any, ties: str, on_bad_sample: str, stats: di
 
 def _jsonl_records(path: Path, role: str):
     """(line number, dict) for each non-blank line; UserError naming the line for invalid JSON."""
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
+    text = read_utf8(path, error=lambda msg: UserError(f"data.{role}: {msg}"))
+    for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -574,7 +592,8 @@ def read_prompts(spec: str, *, base: Path | None = None, max_items: int | None =
                 raise UserError(f"data.prompts: {path} line {n}: needs a non-empty prompt (key prompt or text)")
             prompts.append(text.strip())
     else:
-        prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        text = read_utf8(path, error=lambda msg: UserError(f"data.prompts: {msg}"))
+        prompts = [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
         raise UserError(f"data.prompts: {path} has no prompts")
     return [{"prompt": p} for p in prompts[:max_items]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -309,6 +310,9 @@ def _load_path(source: str, family: str) -> Components:
             raise UserError(f"model.path: {path} is not a diffusers model directory (no unet/ folder in it)")
         try:
             return _from_pretrained(str(path), _family_of_dir(path, family), local=True)
+        except pickle.UnpicklingError:  # transformers/diffusers load .bin with torch.load(weights_only=True)
+            raise UserError(f"model.path: {path} holds pickled .bin weights that are not plain tensors; refused "
+                            "(nothing was run): convert them to .safetensors") from None
         except (OSError, ValueError) as err:
             raise UserError(f"model.path: could not load the diffusers directory {path}: {err}") from None
     if not _looks_like_hub_id(source):

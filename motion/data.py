@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from genpref.errors import BadSample, UserError
+from genpref.textio import read_utf8
 
 FPS = 20  # HumanML3D frame rate: caption times are in seconds
 UNIT_LENGTH = 4  # crop lengths are multiples of this (the T2M evaluator downsamples by 4)
@@ -73,8 +74,8 @@ def read_stats(root: Path, features: int = FEATURES) -> tuple[np.ndarray, np.nda
         if not path.is_file():
             raise UserError(f"{path} not found (data.root must be a HumanML3D-format directory)")
         try:
-            arr = np.load(path).astype(np.float32)
-        except (OSError, ValueError) as err:
+            arr = np.load(path, allow_pickle=False).astype(np.float32)
+        except (OSError, ValueError, EOFError) as err:
             raise UserError(f"{path}: unreadable ({err})") from None
         if arr.shape != (features,):
             raise UserError(f"{path}: shape {arr.shape}, expected ({features},)")
@@ -113,6 +114,26 @@ def bad_sample(reason: str, path: Path, detail: str) -> BadSample:
     err = BadSample(f"{path}: {detail}")
     err.reason, err.path = reason, str(path)
     return err
+
+
+def load_motion_file(path: Path) -> np.ndarray:
+    """np.load of a motion .npy (no pickles); BadSample naming the file when it is missing, truncated or
+    not an .npy, so data.on_bad_sample=skip can skip it."""
+    if not path.is_file():
+        raise bad_sample("missing file", path, "missing motion file")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise bad_sample("unreadable", path, f"unreadable, truncated or not an .npy ({type(err).__name__})") from None
+
+
+def not_utf8(path: Path):
+    """An error factory for read_utf8: a caption file in the wrong encoding is one bad sample."""
+    def make(message: str) -> BadSample:
+        err = BadSample(message)
+        err.reason, err.path = "not UTF-8", str(path)
+        return err
+    return make
 
 
 def check_motion(motion: np.ndarray, path: Path, features: int) -> None:
@@ -186,7 +207,7 @@ class MotionDataset(Sequence):
         path = self.root / f"{split}.txt"
         if not path.is_file():
             raise UserError(f"{path} not found (data.split names a split file in data.root)")
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        return [line.strip() for line in read_utf8(path).splitlines() if line.strip()]
 
     def _in_range(self, length: int) -> bool:
         return self.min_length <= length < self.max_length + UNIT_LENGTH
@@ -194,12 +215,7 @@ class MotionDataset(Sequence):
     def _load_motion(self, name: str, rng: np.random.Generator, crop: bool) -> None:
         path = self.root / "new_joint_vecs" / f"{name}.npy"
         text_path = self.root / "texts" / f"{name}.txt"
-        if not path.is_file():
-            raise bad_sample("missing file", path, "missing motion file")
-        try:
-            motion = np.load(path)
-        except (OSError, ValueError) as err:
-            raise bad_sample("unreadable", path, f"unreadable ({type(err).__name__})") from None
+        motion = load_motion_file(path)
         check_motion(motion, path, self.features)
         if not text_path.is_file():
             raise bad_sample("missing file", text_path, "missing caption file")
@@ -209,7 +225,7 @@ class MotionDataset(Sequence):
         if not self._in_range(len(motion)):
             self.report.too_long.append(str(path))
             return
-        captions = [c for c in map(parse_caption_line, text_path.read_text(errors="replace").splitlines()) if c]
+        captions = [c for c in map(parse_caption_line, read_utf8(text_path, not_utf8(text_path)).splitlines()) if c]
         if not captions:
             raise bad_sample("no captions", text_path, "no caption lines of the form caption#tokens#start#end")
         motion = motion.astype(np.float32)
@@ -242,7 +258,7 @@ def prompts_file(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"data.prompts: file not found: {path}")
-    lines = [line.strip() for line in path.read_text().splitlines()]
+    lines = [line.strip() for line in read_utf8(path, error=lambda msg: UserError(f"data.prompts: {msg}")).splitlines()]
     items = [{"prompt": line} for line in lines if line and not line.startswith("#")]
     if not items:
         raise UserError(f"data.prompts: {path} holds no prompts")
@@ -261,7 +277,7 @@ def motion_jsonl(path: str | Path, role: str, features: int = FEATURES, on_bad_s
         raise UserError(f"{key}: file not found: {path}")
     fields = ("w", "l") if role == "pairs" else ("x",)
     items, skipped = [], 0
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(read_utf8(path, error=lambda msg: UserError(f"{key}: {msg}")).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -273,9 +289,7 @@ def motion_jsonl(path: str | Path, role: str, features: int = FEATURES, on_bad_s
             raise UserError(f"{path} line {n}: expected an object with prompt, {', '.join(fields)} ({type(err).__name__}: {err})") from None
         try:
             for f, file in files.items():
-                if not file.is_file():
-                    raise bad_sample("missing file", file, "missing motion file")
-                motion = np.load(file)
+                motion = load_motion_file(file)
                 check_motion(motion, file, features)
                 item[f] = motion.astype(np.float32)
         except BadSample:

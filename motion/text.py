@@ -16,6 +16,7 @@ another sees the same text features.
 
 from __future__ import annotations
 
+import pickle
 import re
 import zlib
 from collections import OrderedDict
@@ -131,6 +132,9 @@ def load_clip(path: str | None, max_length: int | None, key: str = "model.text_e
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = CLIPTextModelWithProjection.from_pretrained(path, local_files_only=True)
+    except pickle.UnpicklingError:  # transformers loads .bin with torch.load(weights_only=True)
+        raise UserError(f"{key}: {path} holds pickled .bin weights that are not plain tensors; refused (nothing "
+                        "was run): convert them to .safetensors") from None
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"{key}: could not load a CLIP text model and tokenizer from {path}: {first}") from None

@@ -6,6 +6,7 @@ The README's troubleshooting table lists these cases by their ids (test_readme_l
 
 import io
 import json
+import os
 import pickle
 import re
 from pathlib import Path
@@ -280,6 +281,200 @@ def case_glove_numpy_pickle(tmp, capsys):
     except UserError as err:
         return (1, str(err)), (1, r"our_vab_words.pkl")
     return (0, "loaded"), (1, "")
+
+
+# ---------------------------------------------------------------------------------------------- issue 19: runs and files
+
+TOY = ROOT / "configs/toy/toy_dpo.yaml"
+
+
+def _toy(tmp, capsys, *extra):
+    return run_cli(capsys, "train", TOY, f"train.output_dir={tmp}/run", *extra)
+
+
+def _raises(fn, *args, **kwargs) -> tuple[int, str]:
+    try:
+        fn(*args, **kwargs)
+    except UserError as err:
+        return 1, str(err)
+    return 0, "no error"
+
+
+def case_config_lr_nan(tmp, capsys):
+    return run_cli(capsys, "validate", TINY_DPO, "train.lr=nan"), (2, r"'train.lr' must be a finite number > 0, got nan")
+
+
+def case_config_resolution_zero(tmp, capsys):
+    return run_cli(capsys, "validate", TINY_DPO, "data.resolution=0"), (2, r"'data.resolution' must be an integer >= 8 \(pixels\), got 0")
+
+
+def case_config_out_of_range(tmp, capsys):
+    return run_cli(capsys, "validate", TINY_DPO, "data.empty_prompt_prob=7"), (2, r"'data.empty_prompt_prob' must be a probability in \[0, 1\], got 7")
+
+
+def case_config_unparseable_override(tmp, capsys):
+    out = run_cli(capsys, "validate", TINY_DPO, "train.sample_prompts=[unclosed")
+    return out, (2, r"override 'train.sample_prompts': '\[unclosed' is not valid YAML")
+
+
+def case_config_alias_bomb(tmp, capsys):
+    rows = ["eval:", "  a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    rows += [f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    path = tmp / "bomb.yaml"
+    path.write_text(TINY_DPO.read_text() + "\n".join(rows) + "\n")
+    return run_cli(capsys, "train", path), (2, r"bomb.yaml: YAML aliases \(&anchor / \*alias\) expand to more than 20000 values")
+
+
+def case_output_dir_is_a_file(tmp, capsys):
+    (tmp / "taken").write_text("not a directory")
+    return run_cli(capsys, "validate", TINY_DPO, f"train.output_dir={tmp}/taken"), (2, r"'train.output_dir': \S+taken is a file, not a directory")
+
+
+def case_diverged_run(tmp, capsys):
+    out = _toy(tmp, capsys, "train.lr=1e4", "train.max_steps=20", "train.checkpoint_every=1")
+    return out, (1, r"step 7: training diverged \(.*\); last good checkpoint: \S+step-1; lower train.lr \(was 10000\)")
+
+
+def case_run_directory_in_use(tmp, capsys):
+    from genpref import runlock
+
+    with runlock.hold(tmp / "run"):
+        out = _toy(tmp, capsys, "train.max_steps=2")
+    return out, (2, rf"run is in use by process {os.getpid()} \(another genpref train on the same train.output_dir\)")
+
+
+def case_finished_run_not_overwritten(tmp, capsys):
+    assert _toy(tmp, capsys, "train.max_steps=2", "train.checkpoint_every=0")[0] == 0
+    return _toy(tmp, capsys, "train.max_steps=2", "train.checkpoint_every=0"), (
+        1, r"run already holds a finished run \(final/\): pass train.overwrite=true to replace it")
+
+
+def case_disk_full_during_checkpoint(tmp, capsys):
+    import errno
+
+    from genpref import checkpoint
+
+    real, calls = checkpoint.save_file, []
+
+    def fill_up(tensors, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:  # the second checkpoint: the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        return real(tensors, path, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(checkpoint, "save_file", fill_up)
+        out = _toy(tmp, capsys, "train.max_steps=4", "train.checkpoint_every=2")
+    root = tmp / "run/checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["step-2"] and checkpoint.verify(root / "step-2") is None
+    return out, (1, r"step 4: cannot write checkpoint \S+step-4 \(No space left on device\); nothing was half-written")
+
+
+def case_disk_full_in_latent_cache(tmp, capsys):
+    import errno
+
+    from image import cache
+
+    def full(tensors, path, *args, **kwargs):
+        Path(path).write_bytes(b"half")  # a partial write, then the error
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    store = cache.TensorStore(tmp / "cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("safetensors.torch.save_file", full)
+        out = _raises(store.put, "latents", "k", {"x": torch.zeros(2)})
+    assert not [p for p in (tmp / "cache").rglob("*") if p.is_file()]  # the half-written file is gone
+    return out, (1, r"cannot write the latent cache \S+ \(No space left on device\)")
+
+
+def case_experts_metadata_latin1(tmp, capsys):
+    from image.data import read_experts
+
+    (tmp / "experts").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp / "experts" / "0.png")
+    (tmp / "experts" / "metadata.jsonl").write_bytes('{"file_name": "0.png", "text": "un café"}\n'.encode("latin-1"))
+    return _raises(read_experts, str(tmp / "experts")), (
+        1, r"data.experts: \S+metadata.jsonl: not UTF-8 \(byte 0xe9 at offset 38; looks like latin-1")
+
+
+def case_prompts_utf16(tmp, capsys):
+    from image.data import read_prompts
+
+    (tmp / "prompts.txt").write_text("a red square\na blue circle\n", encoding="utf-16")
+    return _raises(read_prompts, str(tmp / "prompts.txt")), (1, r"data.prompts: \S+prompts.txt: not UTF-8 .*looks like UTF-16")
+
+
+def case_motion_caption_latin1(tmp, capsys):
+    from motion.data import MotionDataset
+
+    root = write_motion_dir(tmp / "h")
+    (root / "texts" / "000002.txt").write_bytes("a person does a pirouette in a café#x#0.0#0.0\n".encode("latin-1"))
+    skipped = MotionDataset(root, "train", on_bad_sample="skip", max_length=64).report.summary()
+    assert "1 not UTF-8" in skipped, skipped
+    return _raises(MotionDataset, root, "train", max_length=64), (1, r"000002.txt: not UTF-8 \(byte 0xe9")
+
+
+def case_parquet_truncated(tmp, capsys):
+    from image.data import read_pairs
+
+    path = parquet(tmp / "pairs.parquet", [GOOD_ROW, GOOD_ROW])
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return _raises(read_pairs, str(path)), (1, r"data.pairs: \S+pairs.parquet: not a readable parquet file, truncated or damaged")
+
+
+def case_motion_pairs_truncated_npy(tmp, capsys):
+    from motion.data import motion_jsonl
+
+    good = np.random.default_rng(0).normal(size=(60, 263)).astype(np.float32)
+    np.save(tmp / "w.npy", good)
+    np.save(tmp / "l.npy", good)
+    np.save(tmp / "cut.npy", good)
+    (tmp / "cut.npy").write_bytes((tmp / "cut.npy").read_bytes()[:3000])
+    rows = [{"prompt": "walk", "w": "w.npy", "l": "l.npy"}, {"prompt": "run", "w": "w.npy", "l": "cut.npy"}]
+    (tmp / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert len(motion_jsonl(tmp / "pairs.jsonl", "pairs", on_bad_sample="skip")) == 1  # skipped, not a traceback
+    return _raises(motion_jsonl, tmp / "pairs.jsonl", "pairs"), (1, r"cut.npy: unreadable, truncated or not an .npy")
+
+
+def case_checkpoint_malformed_manifest(tmp, capsys):
+    from genpref import checkpoint
+
+    assert _toy(tmp, capsys, "train.max_steps=4", "train.checkpoint_every=2", "train.keep_checkpoints=2")[0] == 0
+    (tmp / "run/checkpoints/step-4/manifest.json").write_text('{"files": [1, 2]}')
+    reports: list[str] = []
+    found = checkpoint.complete_checkpoints(tmp / "run", report=reports.append)
+    assert [step for step, _ in found] == [2]
+    code, line = _toy(tmp, capsys, "train.max_steps=6", "train.checkpoint_every=2", "train.resume=latest")
+    assert code == 0, line
+    return (1, reports[0]), (1, r"ignoring checkpoint \S+step-4: malformed manifest")
+
+
+def case_resume_with_another_lora_rank(tmp, capsys):
+    assert _toy(tmp, capsys, "train.max_steps=2", "train.checkpoint_every=2")[0] == 0
+    out = _toy(tmp, capsys, "train.max_steps=4", "train.resume=latest", "model.lora.rank=8")
+    return out, (1, r"step-2: the checkpoint has LoRA rank 4, this run model.lora.rank=8; resume with model.lora.rank=4")
+
+
+def case_text_encoder_pickled_bin(tmp, capsys):
+    from image.models import build_tiny, load_components, save_pipeline
+
+    pipe = save_pipeline(build_tiny("sd", "default"), tmp / "pipe")
+    for f in (pipe / "text_encoder").glob("*.safetensors"):
+        f.unlink()
+    (pipe / "text_encoder" / "pytorch_model.bin").write_bytes(pickle.dumps({"weight": Exploit()}))
+    return _raises(load_components, "sd15", str(pipe)), (1, r"model.path: \S+pipe holds pickled .bin weights that are not plain tensors; refused")
+
+
+def case_lora_weights_not_safetensors(tmp, capsys):
+    from types import SimpleNamespace
+
+    from image.adapter import ImageAdapter
+
+    (tmp / "final").mkdir()
+    (tmp / "final" / "pytorch_lora_weights.safetensors").write_bytes(pickle.dumps({"unet.x": Exploit()}))
+    fake = SimpleNamespace(is_lora=True)  # the file is refused before the model is touched
+    return _raises(ImageAdapter.load_lora_weights, fake, tmp / "final"), (
+        1, r"pytorch_lora_weights.safetensors: not a safetensors file .*never unpickled")
 
 
 CASES = {name[5:]: fn for name, fn in sorted(globals().items()) if name.startswith("case_")}
