@@ -9,6 +9,7 @@ Grouping conventions (`convention=`):
 - "t2m": rows are grouped in the order given, 32 consecutive rows per group, the incomplete last group
   dropped. This is what the reference evaluation does with a shuffled DataLoader(batch_size=32,
   drop_last=True): shuffle the rows yourself (evaluate.py does, once per replication) before calling.
+- "mdm": as "t2m" (MDM's eval_humanml.py copies text-to-motion's loops).
 - "mld": ChenFengYe/motion-latent-diffusion `TM2TMetrics.compute` concatenates the embeddings of the whole
   test set, applies ONE random permutation to all rows, then cuts consecutive groups of 32 and drops the
   remainder (count % 32 rows, chosen by the permutation rather than by the loader's last batch). Its
@@ -26,7 +27,7 @@ import numpy as np
 
 from genpref.errors import UserError
 
-CONVENTIONS = ("t2m", "mld")
+CONVENTIONS = ("t2m", "mdm", "mld")
 
 
 def euclidean_distance_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
