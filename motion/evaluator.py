@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from genpref.errors import UserError
+from genpref.safe_load import load_weights
 
 DIM_POSE = 263
 UNIT_LENGTH = 4
@@ -180,14 +181,11 @@ def _load_state(module: nn.Module, state, key: str, path: Path) -> None:
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """The finest.tar dict, read with weights_only=True; a missing file or missing key is a UserError."""
+    """The finest.tar dict, read by genpref.safe_load (its optimizer states too); a missing file or key is a UserError."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"T2M evaluator checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt file or pickled objects beyond plain tensors
-        raise UserError(f"cannot read T2M evaluator checkpoint {path}: {e}") from None
+    checkpoint = load_weights(path, "T2M evaluator checkpoint")
     if not isinstance(checkpoint, dict):
         raise UserError(f"{path} is not a T2M evaluator checkpoint (expected a dict with {NETWORK_KEYS})")
     missing = [k for k in NETWORK_KEYS if k not in checkpoint]

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from genpref.errors import UserError
+from genpref.safe_load import load_weights
 
 HUMANML_FEATURES = {"humanml": 263, "kit": 251}  # args.json "dataset" -> feature width
 POS_KEYS = ("sequence_pos_encoder.pe", "embed_timestep.sequence_pos_encoder.pe")  # fixed sinusoids
@@ -206,11 +207,7 @@ def mdm_kwargs(args: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _load_torch(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle errors, truncated files, non-tensor objects refused by weights_only
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path}: cannot be read as a weights-only torch checkpoint ({first})") from None
+    return load_weights(path, "MDM checkpoint")
 
 
 def pick_state_dict(ckpt: Any, use_avg: bool, path: Path) -> dict[str, Tensor]:

@@ -172,7 +172,7 @@ def test_bad_checkpoints_end_in_one_clear_message(tmp_path):
         ev.Evaluator.load(path)
 
     torch.save({**{k: networks[k].state_dict() for k in ev.NETWORK_KEYS}, "extra": Payload()}, path)
-    with pytest.raises(UserError, match="cannot read T2M evaluator checkpoint"):
+    with pytest.raises(UserError, match="finest.tar: cannot read this T2M evaluator checkpoint without running code"):
         ev.Evaluator.load(path)
 
     write_finest(path, networks)

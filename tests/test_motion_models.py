@@ -232,6 +232,89 @@ def test_mld_lightning_checkpoint_round_trip(tmp_path):
     assert torch.equal(written["t2m_textencoder.pos_emb.weight"], torch.zeros(3, 2))
 
 
+def lightning_checkpoint(state: dict) -> dict:
+    """A checkpoint laid out as Lightning's `Trainer.save_checkpoint` writes it for MLD (Lightning 1.x):
+    version and loop counters, optimizer and callback states, and the model's `save_hyperparameters()`
+    with MLD's whole OmegaConf config under 'cfg'."""
+    omegaconf = pytest.importorskip("omegaconf")
+    cfg = omegaconf.OmegaConf.create({
+        "NAME": "1222_PELearn_Diff_Latent1_MEncDec49_MdiffEnc49_bs64_clip_uncond75_01",
+        "model": {"model_type": "mld", "latent_dim": [1, 256], "ff_size": 1024, "guidance_scale": 7.5},
+        "TRAIN": {"STAGE": "diffusion", "BATCH_SIZE": 64, "DATASETS": ["humanml3d"], "PRETRAINED_VAE": None},
+        "LOSS": {"LAMBDA_PRIOR": 0.0}, "DEBUG": False,
+    })  # fmt: skip
+    checkpoint_callback = "ModelCheckpoint{'monitor': None, 'mode': 'min', 'every_n_train_steps': 0, 'every_n_epochs': 100}"
+    return {
+        "epoch": 2999, "global_step": 123000, "pytorch-lightning_version": "1.7.7", "state_dict": state,
+        "loops": {"fit_loop": {"state_dict": {}, "epoch_progress": {"total": {"ready": 3000, "completed": 2999}}}},
+        "callbacks": {checkpoint_callback: {"monitor": None, "best_model_score": None, "best_model_path": "",
+                                            "dirpath": "./experiments/mld/checkpoints", "best_k_models": {},
+                                            "kth_value": torch.tensor(float("inf")), "last_model_path": ""}},
+        "optimizer_states": [{"state": {0: {"step": torch.tensor(5.0), "exp_avg": torch.zeros(2), "exp_avg_sq": torch.zeros(2)}},
+                              "param_groups": [{"lr": 1e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
+                                                "amsgrad": False, "params": [0]}]}],
+        "lr_schedulers": [], "hparams_name": "kwargs", "hyper_parameters": {"cfg": cfg, "phase": "train"},
+    }  # fmt: skip
+
+
+def test_released_format_mld_checkpoint_loads_without_running_its_pickled_code(tmp_path, monkeypatch):
+    """A Lightning .ckpt with OmegaConf hyper_parameters loads through genpref.safe_load: the OmegaConf
+    objects come back as inert data and none of OmegaConf's code runs (its unpickling hook would raise)."""
+    from omegaconf import DictConfig, ListConfig
+
+    from genpref import safe_load
+
+    torch.manual_seed(0)
+    vae, den = MldVae(**TINY_VAE), MldDenoiser(**TINY_DEN)
+    state = {f"vae.{k}": v for k, v in vae.state_dict().items()}
+    state.update({f"denoiser.{k}": v for k, v in den.state_dict().items()})
+    path = tmp_path / "1222_mld_humanml3d_FID041.ckpt"
+    torch.save(lightning_checkpoint(state), path)
+    with pytest.raises(Exception, match="Unsupported global"):  # plain weights_only refuses the file
+        torch.load(path, weights_only=True)
+
+    def refuse(self, state):
+        raise AssertionError("OmegaConf code ran while loading")
+
+    monkeypatch.setattr(DictConfig, "__setstate__", refuse)
+    monkeypatch.setattr(ListConfig, "__setstate__", refuse)
+    vae2, den2, _ = load_mld(path)
+    for mine, theirs in [(vae2, vae), (den2, den)]:
+        for k, v in mine.state_dict().items():
+            assert torch.equal(v, theirs.state_dict()[k]), k
+    full = safe_load.load_weights(path, "MLD checkpoint")
+    assert full["pytorch-lightning_version"] == "1.7.7" and full["global_step"] == 123000
+    cfg = full["hyper_parameters"]["cfg"]
+    assert isinstance(cfg, safe_load.Inert) and cfg.state["_content"]["NAME"].state["_val"].startswith("1222_")
+
+
+def test_safe_load_refuses_code_and_names_the_file(tmp_path):
+    import os
+    import pickle
+
+    from safetensors.torch import save_file
+
+    from genpref.safe_load import load_weights
+
+    marker = tmp_path / "ran"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    torch.save({"state_dict": {"w": torch.ones(2)}, "hook": Exploit()}, tmp_path / "evil.ckpt")
+    with pytest.raises(UserError, match=r"evil\.ckpt: cannot read this MLD checkpoint without running code from it"):
+        load_weights(tmp_path / "evil.ckpt", "MLD checkpoint")
+    (tmp_path / "raw.pt").write_bytes(pickle.dumps({"x": Exploit()}))
+    with pytest.raises(UserError, match=r"raw\.pt: cannot read this checkpoint"):
+        load_weights(tmp_path / "raw.pt")
+    assert not marker.exists()
+    with pytest.raises(UserError, match=r"absent\.pt: MDM checkpoint not found"):
+        load_weights(tmp_path / "absent.pt", "MDM checkpoint")
+    save_file({"w": torch.arange(3.0)}, str(tmp_path / "w.safetensors"))
+    assert torch.equal(load_weights(tmp_path / "w.safetensors")["w"], torch.arange(3.0))
+
+
 def test_mld_checkpoint_errors(tmp_path):
     torch.save({"state_dict": {"vae.skel_embedding.weight": torch.zeros(4, 3)}}, tmp_path / "vae_only.ckpt")
     with pytest.raises(UserError, match=r"vae_only\.ckpt: no 'denoiser\.' weights"):
