@@ -125,6 +125,41 @@ def test_mdm_cosine_betas_match_guided_diffusion(steps):
     assert sched.config.prediction_type == "sample"
 
 
+def test_mdm_schedule_constants_are_float64_like_guided_diffusion():
+    """guided-diffusion keeps β, ᾱ in float64 numpy arrays and casts only the gathered coefficient: ᾱ here is
+    np.cumprod(1 − β) in float64, add_noise takes √ᾱ_t and √(1 − ᾱ_t) in float64 before casting, and the
+    samplers built from the config keep the float64 table. MLD's schedule stays diffusers' float32."""
+    from genpref.sampling import make_solver
+    from motion.mdm import follow_float64
+
+    sched = mdm_noise_scheduler({"diffusion_steps": 1000, "noise_schedule": "cosine"})
+    t = np.arange(1001) / 1000
+    abar_fn = np.cos((t + 0.008) / 1.008 * np.pi / 2) ** 2
+    betas = np.minimum(1 - abar_fn[1:] / abar_fn[:-1], 0.999)
+    abar = np.cumprod(1 - betas)
+    assert sched.alphas_cumprod.dtype == torch.float64
+    np.testing.assert_allclose(sched.alphas_cumprod.numpy(), abar, rtol=1e-14)
+    x0, eps, ts = torch.randn(3, 5), torch.randn(3, 5), torch.tensor([0, 1, 999])
+    expect = (np.sqrt(abar[ts.numpy()])[:, None].astype(np.float32) * x0.numpy()
+              + np.sqrt(1 - abar[ts.numpy()])[:, None].astype(np.float32) * eps.numpy())  # fmt: skip
+    np.testing.assert_array_equal(sched.add_noise(x0, eps, ts).numpy(), expect)
+    # diffusers' own float32 table puts √(1 − ᾱ_0) off by 2.6e-4 relative; the float64 one is exact
+    from diffusers import DDPMScheduler
+
+    abar32 = DDPMScheduler(beta_schedule="squaredcos_cap_v2").alphas_cumprod
+    assert abs(float((1 - abar32[0]) ** 0.5) / np.sqrt(1 - abar[0]) - 1) > 2e-4
+    assert abs(float((1 - sched.alphas_cumprod[0]) ** 0.5) / np.sqrt(1 - abar[0]) - 1) < 1e-12
+    for solver in ("ddpm", "ddim"):  # what the MDM adapter's make_solver returns
+        sampler = follow_float64(sched, make_solver(solver, sched.config))
+        assert sampler.alphas_cumprod.dtype == torch.float64, solver
+        sampler.set_timesteps(10)
+        out = sampler.step(torch.randn(2, 4), sampler.timesteps[0], torch.randn(2, 4)).prev_sample
+        assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    mld = mld_noise_scheduler()
+    assert mld.alphas_cumprod.dtype == torch.float32
+    assert follow_float64(mld, make_solver("ddim", mld.config)).alphas_cumprod.dtype == torch.float32
+
+
 def test_mld_scaled_linear_betas():
     sched = mld_noise_scheduler()
     expect = np.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2
