@@ -200,7 +200,8 @@ def multimodality(emb: np.ndarray, times: int = 10, rng=None) -> float:
 def _mean_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Mean Euclidean distance of matching rows, computed in the input's dtype as the reference does
     (float32 embeddings stay float32: nothing but the drawn rows is touched), averaged in float64."""
-    return float(np.linalg.norm(np.subtract(a, b), axis=-1).mean(dtype=np.float64))
+    diff = np.subtract(a, b)
+    return float(np.sqrt(np.einsum("...d,...d->...", diff, diff)).mean(dtype=np.float64))
 
 
 def summarize(values) -> tuple[np.ndarray | float, np.ndarray | float]:
