@@ -4,7 +4,7 @@ renamed into place, so `train.resume=latest` only ever sees complete ones.
 Layout of checkpoints/step-N/: weights.safetensors (trainable parameters by name), state.pt (optimizer,
 LR schedule, EMA, step and recipe state shared by all ranks), rank-R.pt (each rank's RNG and data
 state), manifest.json (files, sizes, SHA-256; its presence marks the checkpoint complete).
-Everything is read back with `torch.load(weights_only=True)` or safetensors: no pickle runs code.
+Everything is read back with genpref.safe_load (safetensors, or torch.load(weights_only=True)): no pickle runs code.
 Under FSDP / DeepSpeed (sharded weights and optimizer) the model and optimizer go through accelerate's
 `save_state` into accelerate/ inside the same temporary directory, covered by the same manifest.
 """
@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from genpref.errors import UserError
+from genpref.safe_load import load_weights
 
 MANIFEST = "manifest.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -338,10 +339,7 @@ def save_final(run_dir: Path, write) -> Path:
 
 
 def _load_pt(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # an unpicklable or tampered file must not run code; say which file
-        raise UserError(f"{path}: cannot load checkpoint state safely ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    return load_weights(path, "checkpoint state")  # a tampered file must not run code
 
 
 def load(path: Path, rank: int, world: int) -> tuple[dict[str, torch.Tensor], dict, dict | None]:

@@ -539,10 +539,17 @@ def merge_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+# eval.* keys with a closed set of values (motion: the T2M protocol and the padding the evaluator sees)
+EVAL_CHOICES = {"convention": ("t2m", "mdm", "mld"), "padding": ("model", "zero")}
+
+
 def from_dict(data: dict) -> Config:
     cfg = _build(Config, data)
     _check_required(cfg)
     check_ranges(cfg)
+    for key, choices in EVAL_CHOICES.items():
+        if cfg.eval.get(key) is not None and cfg.eval[key] not in choices:
+            raise ConfigError(f"eval.{key}: must be one of {' | '.join(choices)}, got {cfg.eval[key]!r}")
     return cfg
 
 

@@ -109,15 +109,12 @@ def load_clip(model_dir: Path, processor_dir: Path, key: str, what: str) -> tupl
 def read_state_dict(file: Path, key: str) -> dict[str, Tensor]:
     """Tensors of a .safetensors or a torch checkpoint (weights only); a {'state_dict': ...} wrapper
     and DDP's 'module.' prefixes are removed."""
-    try:
-        if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    from genpref.safe_load import load_weights
 
-            state = load_file(str(file))
-        else:
-            state = torch.load(str(file), map_location="cpu", weights_only=True)
-    except Exception as err:  # torch/safetensors raise many types for corrupt or pickled-code files
-        raise UserError(f"{key}: could not read weights {file}: {err}") from None
+    try:
+        state = load_weights(file, "scorer weights")
+    except UserError as err:
+        raise UserError(f"{key}: {err}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):

@@ -40,7 +40,7 @@ from genpref.config import Config
 from genpref.errors import UserError
 from genpref.reference import adapters_disabled, eval_mode, frozen_copy, lora_config, unwrap
 from motion import data as motion_data
-from motion.mdm import MDM, guided, load_mdm, mdm_noise_scheduler, released_args, save_mdm
+from motion.mdm import MDM, follow_float64, guided, load_mdm, mdm_noise_scheduler, released_args, save_mdm
 from motion.mld import MLD_DDIM, MldDenoiser, MldVae, load_mld, mld_noise_scheduler, save_mld
 from motion.text import SentenceEncoder, load_clip, tiny_clip
 
@@ -312,8 +312,9 @@ class MotionAdapter:
 
     def make_solver(self, name: str):
         """A fresh sampler scheduler of that name on this model's training schedule, with the model's
-        released sampler settings (MLD's DDIM set_alpha_to_one=False, steps_offset=1)."""
-        return sampling.make_solver(name, self.noise_scheduler.config, self.sampler_overrides)
+        released sampler settings (MLD's DDIM set_alpha_to_one=False, steps_offset=1) and, for MDM, its
+        float64 schedule constants."""
+        return follow_float64(self.noise_scheduler, sampling.make_solver(name, self.noise_scheduler.config, self.sampler_overrides))
 
     @torch.no_grad()
     def generate(

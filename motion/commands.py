@@ -57,14 +57,23 @@ def _sampler_settings(adapter, steps: int | None, guidance: float | None, solver
     return steps, pub_guidance if guidance is None else guidance
 
 
-def generate_features(adapter, texts: Sequence[str], lengths: Sequence[int], seed: int, steps: int, guidance: float) -> list[np.ndarray]:
-    """De-normalised [T_i, 263] features for each text at its length; noise from `seed` only."""
+def generate_features(adapter, texts: Sequence[str], lengths: Sequence[int], seed: int, steps: int, guidance: float,
+                      full: bool = False) -> list[np.ndarray]:  # fmt: skip
+    """De-normalised [T_i, 263] features for each text at its length; noise from `seed` only. `full`: all
+    max_motion_length frames instead, what the model produced after each length included (MDM: its output;
+    MLD: the VAE's zeros in the model's normalised space) — what MDM's and MLD's evaluations show the evaluator."""
     max_frames = adapter.cfg.data.max_motion_length
     lengths = torch.tensor([min(int(n), max_frames) // 4 * 4 for n in lengths])
     like = Batch(None, {"lengths": lengths}, None, list(texts))
     batch = adapter.encode_prompts(list(texts), like=like)
     x0 = adapter.generate(batch, generator=torch.Generator().manual_seed(int(seed)), num_steps=steps, guidance=guidance)
-    return adapter.decode(x0, batch)
+    if not full:
+        return adapter.decode(x0, batch)
+    from motion.data import denormalize
+
+    mean, std = adapter._stats()
+    feats = adapter.codec.decode(x0.float(), batch.cond["lengths"].to(x0.device)).cpu().numpy()  # [B, T_max, F]
+    return list(denormalize(feats, mean, std).astype(np.float32))
 
 
 def sample(run_dir: str | Path, prompts: Sequence[str], seeds: Sequence[int] = (0,), out: str | Path = "samples",
@@ -109,6 +118,7 @@ def _eval_paths(cfg: Config, args) -> tuple[Path, Path, Path | str]:
 def evaluate(target: str | Path, args) -> dict:
     """The T2M protocol (motion.evaluate) on a run's final model or a config's base model; writes
     eval.json, a table and a few sample animations to --out (default: <run>/eval or ./eval)."""
+    from motion.eval_protocol import FAMILY_CONVENTION
     from motion.evaluate import evaluate as t2m_evaluate
     from motion.evaluate import format_table, save_samples
     from motion.evaluator import Evaluator
@@ -126,15 +136,11 @@ def evaluate(target: str | Path, args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     kept: list = []
 
-    def generate(texts, lengths, seed):
-        motions = generate_features(adapter, texts, lengths, seed, steps, guidance)
+    def generate(texts, lengths, seed):  # the model's full output: eval.padding decides what the evaluator sees
+        motions = np.stack(generate_features(adapter, texts, lengths, seed, steps, guidance, full=True))
         if len(kept) < 4:
-            kept.extend(zip(motions, texts))
-        width = max(len(m) for m in motions)
-        padded = np.zeros((len(motions), max(width, int(max(lengths))), motions[0].shape[1]), np.float32)
-        for i, m in enumerate(motions):
-            padded[i, : len(m)] = m
-        return padded
+            kept.extend((m[: int(n)], t) for m, n, t in zip(motions, lengths, texts))
+        return motions
 
     if distributed.describe() and distributed.is_main():
         print(f"genpref eval: {distributed.describe()}")
@@ -143,7 +149,8 @@ def evaluate(target: str | Path, args) -> dict:
         replications=args.replications or int(ev.get("replications", 20)),
         batch_size=args.batch_size or int(ev.get("batch_size", 32)),
         mm=bool(args.mm or ev.get("mm", False)),
-        convention=ev.get("convention", "t2m"), seed=int(ev.get("seed", 0)),
+        convention=ev.get("convention") or FAMILY_CONVENTION.get(adapter.family, "t2m"), padding=ev.get("padding"),
+        samples_limit=ev.get("samples_limit"), real_pad=adapter._stats()[0], seed=int(ev.get("seed", 0)),
         diversity_times=int(ev.get("diversity_times", 300)),
         cache_dir=out / "cache", progress=distributed.is_main(),
     )

@@ -9,8 +9,9 @@ motion BiGRU hidden 1024, text BiGRU hidden 512 over 300-d GloVe + 15-way POS, 5
 Two things differ from the released wrapper on purpose, neither changes a number on the inputs the
 reference sees: packing uses `enforce_sorted=False`, so any batch order gives the embeddings the
 length-sorted reference batch gives (outputs come back in the caller's order); and `embed_motion`
-zeroes frames at and after each motion's length (the ground-truth loader pads with zeros in normalised
-space; MDM's generated loader leaves the model's output there, which leaks into the last conv window).
+zeroes frames at and after each motion's length by default (the ground-truth loader pads with zeros in
+normalised space); `padding="model"` keeps them, as MDM's and MLD's generated loaders do (the frames
+after a length leak into the last convolution windows).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from genpref.errors import UserError
+from genpref.safe_load import load_weights
 
 DIM_POSE = 263
 UNIT_LENGTH = 4
@@ -179,14 +181,11 @@ def _load_state(module: nn.Module, state, key: str, path: Path) -> None:
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """The finest.tar dict, read with weights_only=True; a missing file or missing key is a UserError."""
+    """The finest.tar dict, read by genpref.safe_load (its optimizer states too); a missing file or key is a UserError."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"T2M evaluator checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt file or pickled objects beyond plain tensors
-        raise UserError(f"cannot read T2M evaluator checkpoint {path}: {e}") from None
+    checkpoint = load_weights(path, "T2M evaluator checkpoint")
     if not isinstance(checkpoint, dict):
         raise UserError(f"{path} is not a T2M evaluator checkpoint (expected a dict with {NETWORK_KEYS})")
     missing = [k for k in NETWORK_KEYS if k not in checkpoint]
@@ -291,7 +290,9 @@ class Evaluator:
         return self.text_encoder(self._tensor(word_embs), self._tensor(pos_ohot), cap_lens.long())
 
     @torch.no_grad()
-    def embed_motion(self, motions, m_lens) -> torch.Tensor:
+    def embed_motion(self, motions, m_lens, padding: str = "zero") -> torch.Tensor:
+        """padding "zero": frames at and after each length are zeroed (the ground-truth loaders' padding);
+        "model": they are left as given (MDM / MLD show the evaluator the model's output there)."""
         motions = self._tensor(motions)
         m_lens = torch.as_tensor(np.asarray(m_lens) if not isinstance(m_lens, torch.Tensor) else m_lens).long()
         units = m_lens // self.unit_length
@@ -300,7 +301,10 @@ class Evaluator:
                 f"motion lengths must lie in [{self.unit_length}, {motions.shape[1]}] frames, got "
                 f"{m_lens.min().item()}..{m_lens.max().item()}"
             )
-        valid = torch.arange(motions.shape[1], device=self.device)[None, :] < m_lens.to(self.device)[:, None]
-        motions = motions * valid[..., None]  # zero padding, as the ground-truth loader pads
+        if padding == "zero":
+            valid = torch.arange(motions.shape[1], device=self.device)[None, :] < m_lens.to(self.device)[:, None]
+            motions = motions * valid[..., None]
+        elif padding != "model":
+            raise UserError(f"padding must be 'zero' or 'model', got {padding!r}")
         movements = self.movement_encoder(motions[..., :-4])  # drop the 4 foot-contact channels
         return self.motion_encoder(movements, units)

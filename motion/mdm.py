@@ -22,10 +22,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from genpref.errors import UserError
+from genpref.safe_load import load_weights
 
 HUMANML_FEATURES = {"humanml": 263, "kit": 251}  # args.json "dataset" -> feature width
 POS_KEYS = ("sequence_pos_encoder.pe", "embed_timestep.sequence_pos_encoder.pe")  # fixed sinusoids
@@ -157,8 +159,58 @@ def guided(model: nn.Module, x: Tensor, t: Tensor, text_embed: Tensor, null_embe
 # ---------------------------------------------------------------------------------------------- schedule
 
 
+def float64_betas(config) -> np.ndarray:
+    """The betas of a diffusers config ("squaredcos_cap_v2" or "linear") computed in float64, as
+    guided-diffusion's `get_named_beta_schedule` / `betas_for_alpha_bar` do with numpy."""
+    steps = int(config["num_train_timesteps"])
+    if config["beta_schedule"] == "squaredcos_cap_v2":
+        abar = np.cos((np.arange(steps + 1, dtype=np.float64) / steps + 0.008) / 1.008 * math.pi / 2) ** 2
+        return np.minimum(1.0 - abar[1:] / abar[:-1], 0.999)
+    if config["beta_schedule"] == "linear":
+        return np.linspace(config["beta_start"], config["beta_end"], steps, dtype=np.float64)
+    raise UserError(f"float64 noise constants: beta_schedule {config['beta_schedule']!r} is not supported")
+
+
+def with_float64_constants(scheduler):  # DDPMScheduler or DDIMScheduler
+    """Replace a diffusers scheduler's β, α and ᾱ (float32 there) by float64 tensors, as MDM keeps them
+    (guided-diffusion computes every schedule array in float64 and casts only the gathered coefficient):
+    at t = 1 of 1000 float32 ᾱ puts √(1−ᾱ) off by ~1e-3 relative. Steps then compute their coefficients in
+    float64 and apply them to float32 samples. `follow_float64` gives samplers made from its config the same."""
+    betas = torch.from_numpy(float64_betas(scheduler.config))
+    scheduler.betas, scheduler.alphas = betas, 1.0 - betas
+    scheduler.alphas_cumprod = torch.cumprod(scheduler.alphas, dim=0)
+    if hasattr(scheduler, "final_alpha_cumprod"):  # DDIM
+        one = torch.tensor(1.0, dtype=torch.float64)
+        scheduler.final_alpha_cumprod = one if scheduler.config.get("set_alpha_to_one", True) else scheduler.alphas_cumprod[0]
+    scheduler.add_noise = _float64_add_noise(scheduler)
+    scheduler.float64_constants = True
+    return scheduler
+
+
+def follow_float64(train_scheduler, solver):
+    """A sampler built from `train_scheduler`'s config, with its float64 constants when it has them (DDPM
+    and DDIM samplers; other solvers derive their own tables at construction and keep them)."""
+    if getattr(train_scheduler, "float64_constants", False) and type(solver).__name__ in ("DDPMScheduler", "DDIMScheduler"):
+        return with_float64_constants(solver)
+    return solver
+
+
+def _float64_add_noise(scheduler):
+    """add_noise with √ᾱ and √(1−ᾱ) taken in float64 (on the CPU: some devices have no float64) and cast
+    to the samples' dtype only then; diffusers casts ᾱ first, which loses 1−ᾱ near t = 0."""
+
+    def add_noise(original_samples: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
+        abar = scheduler.alphas_cumprod[timesteps.cpu().long()].reshape(-1, *([1] * (original_samples.dim() - 1)))
+        scale = abar.sqrt().to(original_samples.device, original_samples.dtype)
+        sigma = (1.0 - abar).sqrt().to(original_samples.device, original_samples.dtype)
+        return scale * original_samples + sigma * noise
+
+    return add_noise
+
+
 def mdm_noise_scheduler(args: dict[str, Any]):
-    """The training scheduler of a released MDM: x0 prediction, `diffusion_steps` steps of the named betas.
+    """The training scheduler of a released MDM: x0 prediction, `diffusion_steps` steps of the named betas,
+    with MDM's float64 schedule constants (`with_float64_constants`).
 
     MDM's cosine betas (guided-diffusion `betas_for_alpha_bar` with ᾱ(t) = cos²((t + 0.008)/1.008 · π/2),
     capped at 0.999) are diffusers' "squaredcos_cap_v2" for any step count: the 50-step models use the
@@ -170,11 +222,13 @@ def mdm_noise_scheduler(args: dict[str, Any]):
     schedule = args.get("noise_schedule", "cosine")
     common = dict(num_train_timesteps=steps, prediction_type="sample", clip_sample=False, variance_type="fixed_small")
     if schedule == "cosine":
-        return DDPMScheduler(beta_schedule="squaredcos_cap_v2", **common)
-    if schedule == "linear":
+        scheduler = DDPMScheduler(beta_schedule="squaredcos_cap_v2", **common)
+    elif schedule == "linear":
         scale = 1000.0 / steps
-        return DDPMScheduler(beta_schedule="linear", beta_start=scale * 1e-4, beta_end=scale * 0.02, **common)
-    raise UserError(f"args.json: noise_schedule {schedule!r} is not supported (cosine | linear)")
+        scheduler = DDPMScheduler(beta_schedule="linear", beta_start=scale * 1e-4, beta_end=scale * 0.02, **common)
+    else:
+        raise UserError(f"args.json: noise_schedule {schedule!r} is not supported (cosine | linear)")
+    return with_float64_constants(scheduler)
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
@@ -206,11 +260,7 @@ def mdm_kwargs(args: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _load_torch(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle errors, truncated files, non-tensor objects refused by weights_only
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path}: cannot be read as a weights-only torch checkpoint ({first})") from None
+    return load_weights(path, "MDM checkpoint")
 
 
 def pick_state_dict(ckpt: Any, use_avg: bool, path: Path) -> dict[str, Tensor]:

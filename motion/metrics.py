@@ -2,13 +2,14 @@
 
 All functions take evaluator embeddings as numpy arrays ([N, D] unless said) and are vectorised: R-precision
 and MM-Dist over all groups of 32 at once (ranks counted, not sorted), FID through a Cholesky factor and
-one symmetric eigendecomposition instead of a general matrix square root. Values agree with EricGuo5513/text-to-motion `utils/metrics.py` (and the copies
+one generalized symmetric eigenvalue problem instead of a general matrix square root. Values agree with EricGuo5513/text-to-motion `utils/metrics.py` (and the copies
 in MDM / MLD) up to float rounding; where they differ on purpose it is said below.
 
 Grouping conventions (`convention=`):
 - "t2m": rows are grouped in the order given, 32 consecutive rows per group, the incomplete last group
   dropped. This is what the reference evaluation does with a shuffled DataLoader(batch_size=32,
   drop_last=True): shuffle the rows yourself (evaluate.py does, once per replication) before calling.
+- "mdm": as "t2m" (MDM's eval_humanml.py copies text-to-motion's loops).
 - "mld": ChenFengYe/motion-latent-diffusion `TM2TMetrics.compute` concatenates the embeddings of the whole
   test set, applies ONE random permutation to all rows, then cuts consecutive groups of 32 and drops the
   remainder (count % 32 rows, chosen by the permutation rather than by the loader's last batch). Its
@@ -26,7 +27,7 @@ import numpy as np
 
 from genpref.errors import UserError
 
-CONVENTIONS = ("t2m", "mld")
+CONVENTIONS = ("t2m", "mdm", "mld")
 
 
 def euclidean_distance_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -85,16 +86,20 @@ def r_precision(
 
     Within each group of `batch_size` pairs, row i (text i) ranks the group's motions by Euclidean distance;
     top-k counts whether motion i is among the first k. Incomplete last group dropped (see module doc).
+    Ranks compare d²_ij − |t_i|² = |m_j|² − 2·t_i·m_j (the text's own norm is common to its row, so it is
+    never computed) in float64, from one stacked matrix product per call.
     """
     text_emb, motion_emb = np.asarray(text_emb), np.asarray(motion_emb)
     _check_pairs(text_emb, motion_emb)
     rows = grouped_rows(len(text_emb), batch_size, convention, rng)  # [G, B]
-    dist = euclidean_distance_matrix(_take(text_emb, rows), _take(motion_emb, rows))  # [G, B, B] float64
+    t = _take(text_emb, rows).astype(np.float64, copy=False)  # [G, B, D]
+    m = _take(motion_emb, rows).astype(np.float64, copy=False)
+    key = np.einsum("gjd,gjd->gj", m, m)[:, None, :] - 2.0 * (t @ m.transpose(0, 2, 1))  # [G, B(i), B(j)]
+    own = np.diagonal(key, axis1=1, axis2=2)[..., None]  # [G, B, 1]
     # rank of the own motion = its position in a stable argsort of the row: closer motions, plus equally
     # close ones at a smaller column index
-    own = np.diagonal(dist, axis1=1, axis2=2)[..., None]  # [G, B, 1]
     earlier = np.tri(batch_size, k=-1, dtype=bool)  # [i, j]: j < i
-    rank = (dist < own).sum(-1) + ((dist == own) & earlier).sum(-1)  # [G, B]
+    rank = (key < own).sum(-1) + ((key == own) & earlier).sum(-1)  # [G, B]
     return (rank.reshape(-1)[:, None] < np.arange(1, top_k + 1)[None, :]).mean(axis=0)
 
 
@@ -104,34 +109,42 @@ def matching_score(
     """MM-Dist: mean distance between matched text and motion embeddings over the rows R-precision uses."""
     text_emb, motion_emb = np.asarray(text_emb), np.asarray(motion_emb)
     _check_pairs(text_emb, motion_emb)
-    rows = grouped_rows(len(text_emb), batch_size, convention, rng)
-    diff = np.subtract(_take(text_emb, rows), _take(motion_emb, rows), dtype=np.float64)
-    return float(np.sqrt(np.einsum("gbd,gbd->gb", diff, diff)).mean())
+    rows = grouped_rows(len(text_emb), batch_size, convention, rng).reshape(-1)
+    if np.array_equal(rows, np.arange(rows.size)):
+        diff = np.subtract(text_emb[: rows.size], motion_emb[: rows.size], dtype=np.float64)
+    else:
+        diff = np.subtract(text_emb[rows], motion_emb[rows], dtype=np.float64)
+    return float(np.sqrt(np.einsum("nd,nd->n", diff, diff)).mean())
 
 
 def activation_statistics(emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean [D] and covariance [D, D] (np.cov, rowvar=False, ddof 1) of embeddings [N, D]."""
-    emb = np.asarray(emb, dtype=np.float64)
+    """Mean [D] and covariance [D, D] (np.cov, rowvar=False, ddof 1) of embeddings [N, D], in float64.
+    Centring converts float32 input in the same pass; `c.T @ c` is one symmetric rank-k product (syrk)."""
+    emb = np.asarray(emb)
     if emb.ndim != 2 or len(emb) < 2:
         raise UserError(f"FID needs at least 2 embeddings of shape [N, D], got {tuple(emb.shape)}")
-    mu = emb.mean(axis=0)
-    centred = emb - mu
+    mu = emb.mean(axis=0, dtype=np.float64)
+    centred = np.subtract(emb, mu, dtype=np.float64)
     return mu, (centred.T @ centred) / (len(emb) - 1)
 
 
 def _trace_sqrt_product(s1: np.ndarray, s2: np.ndarray) -> float:
     """Tr sqrt(s1 s2) for symmetric PSD s1, s2, without the general `sqrtm` of the reference.
 
-    s1 s2 is similar to the symmetric PSD matrix F^T s2 F for any factor s1 = F F^T (Cholesky, or
-    V·sqrt(Λ) from `eigh` when s1 is singular), so the trace of its square root is the sum of the square
-    roots of that matrix's eigenvalues: real, and ~5x cheaper than sqrtm at D = 512."""
+    The eigenvalues of s1 s2 are real and non-negative, and the trace of its square root is the sum of their
+    square roots. LAPACK's generalized symmetric-definite solver computes them directly (sygv, itype 2:
+    A·B·x = λx, with B = s1 factored by Cholesky and A = s2 reduced in place by sygst), ~10x cheaper than
+    sqrtm at D = 512. A singular s1 (fewer samples than dimensions, constant columns) falls back to the
+    similar symmetric matrix Fᵀ s2 F with s1 = F Fᵀ from `eigh`."""
+    from scipy.linalg import LinAlgError, eigh
+
     try:
-        factor = np.linalg.cholesky(s1)
-    except np.linalg.LinAlgError:  # singular covariance (fewer samples than dimensions, constant columns)
+        eig = eigh(s2, s1, type=2, eigvals_only=True, driver="gv", check_finite=False)
+    except LinAlgError:
         w, v = np.linalg.eigh(s1)
         factor = v * np.sqrt(np.clip(w, 0.0, None))
-    m = factor.T @ s2 @ factor
-    eig = np.linalg.eigvalsh((m + m.T) / 2.0)
+        m = factor.T @ s2 @ factor
+        eig = np.linalg.eigvalsh((m + m.T) / 2.0)
     return float(np.sqrt(np.clip(eig, 0.0, None)).sum())
 
 
@@ -161,19 +174,19 @@ def fid(real_emb: np.ndarray, gen_emb: np.ndarray) -> float:
 
 def diversity(emb: np.ndarray, times: int = 300, rng=None) -> float:
     """Mean distance of `times` random pairs: first = rng.choice(N, times, replace=False), second likewise."""
-    emb = np.asarray(emb, dtype=np.float64)
+    emb = np.asarray(emb)
     if emb.ndim != 2 or len(emb) <= times:
         raise UserError(f"Diversity with times={times} needs more than {times} embeddings [N, D], got {emb.shape}")
     rng = np.random.default_rng() if rng is None else rng
     first = rng.choice(len(emb), times, replace=False)
     second = rng.choice(len(emb), times, replace=False)
-    return float(np.linalg.norm(emb[first] - emb[second], axis=1).mean())
+    return _mean_distance(emb[first], emb[second])
 
 
 def multimodality(emb: np.ndarray, times: int = 10, rng=None) -> float:
     """MultiModality of emb [texts, repeats, D]: the same `times` random pairs of repeats for every text
     (first = rng.choice(repeats, times, replace=False), second likewise), mean distance over texts and pairs."""
-    emb = np.asarray(emb, dtype=np.float64)
+    emb = np.asarray(emb)
     if emb.ndim != 3 or emb.shape[1] <= times:
         raise UserError(
             f"MultiModality with times={times} needs embeddings [texts, repeats > {times}, D], got {emb.shape}"
@@ -181,7 +194,14 @@ def multimodality(emb: np.ndarray, times: int = 10, rng=None) -> float:
     rng = np.random.default_rng() if rng is None else rng
     first = rng.choice(emb.shape[1], times, replace=False)
     second = rng.choice(emb.shape[1], times, replace=False)
-    return float(np.linalg.norm(emb[:, first] - emb[:, second], axis=2).mean())
+    return _mean_distance(emb[:, first], emb[:, second])
+
+
+def _mean_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean Euclidean distance of matching rows, computed in the input's dtype as the reference does
+    (float32 embeddings stay float32: nothing but the drawn rows is touched), averaged in float64."""
+    diff = np.subtract(a, b)
+    return float(np.sqrt(np.einsum("...d,...d->...", diff, diff)).mean(dtype=np.float64))
 
 
 def summarize(values) -> tuple[np.ndarray | float, np.ndarray | float]:

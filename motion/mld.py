@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from genpref.errors import UserError
+from genpref.safe_load import load_weights
 from motion.mdm import load_state_strict
 
 NUM_HEADS = 4  # not recoverable from a state dict; every released MLD uses 4
@@ -265,19 +266,12 @@ def denoiser_kwargs(state: dict[str, Tensor], latent_size: int, where: str) -> d
 
 
 def read_lightning(path: str | Path) -> dict[str, Tensor]:
-    """The flat `state_dict` of a Lightning checkpoint (or a bare state dict), loaded weights-only."""
+    """The flat `state_dict` of a Lightning checkpoint (or a bare state dict), read by genpref.safe_load."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model.path: MLD checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(
-            f"{path}: cannot be read weights-only ({first[:200]}). If you trust the file, keep only its weights "
-            f"once: python -c \"import torch; c = torch.load('{path}', weights_only=False); "
-            f"torch.save({{'state_dict': c['state_dict']}}, '{path}.weights.ckpt')\" and point model.path there"
-        ) from None
+    # a released .ckpt also holds Lightning's metadata and OmegaConf hyper_parameters: read as inert data
+    ckpt = load_weights(path, "MLD checkpoint")
     if not isinstance(ckpt, dict):
         raise UserError(f"{path}: expected a Lightning checkpoint (a dict with 'state_dict'), got {type(ckpt).__name__}")
     state = ckpt.get("state_dict", ckpt)

@@ -294,7 +294,7 @@ def render(move: str, speed: str, hand: str, frames: int, rng: np.random.Generat
     """One motion as HumanML3D features [frames, 263] (the extractor eats one extra joint frame)."""
     from motion.skeleton import extract_features
 
-    return extract_features(animate(move, speed, hand, frames + 1, rng))
+    return extract_features(animate(move, speed, hand, frames + 1, rng), fix_heading_wrap=True)  # as shipped
 
 
 # ---------------------------------------------------------------------------------------------- the verifier

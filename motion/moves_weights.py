@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from genpref.demo import recipe_config
+from genpref.safe_load import load_weights
 from motion import moves
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "motion"
@@ -91,7 +92,7 @@ def build_assets(data_dir: Path, work_dir: Path, seed: int = 0) -> tuple[Path, P
     (ASSETS / "base").mkdir(parents=True, exist_ok=True)
     for name in ("model.pt", "args.json"):
         shutil.copyfile(final.parent / name, ASSETS / "base" / name)
-    checkpoint = torch.load(evaluator / "model" / "finest.tar", map_location="cpu", weights_only=True)
+    checkpoint = load_weights(evaluator / "model" / "finest.tar", "T2M evaluator checkpoint")
     (EVALUATOR / "model").mkdir(parents=True, exist_ok=True)
     torch.save({k: checkpoint[k] for k in NETWORK_KEYS}, EVALUATOR / "model" / "finest.tar")  # no optimizer state
     for sub in ("meta", "glove"):

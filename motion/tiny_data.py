@@ -115,7 +115,7 @@ def render_action(action: str, speed: float, frames: int, rng: np.random.Generat
     """One motion as HumanML3D features [frames, 263]."""
     from motion.skeleton import extract_features
 
-    return extract_features(animate_action(action, speed, frames + 1, rng))
+    return extract_features(animate_action(action, speed, frames + 1, rng), fix_heading_wrap=True)  # as shipped
 
 
 def caption_line(tagged: str, adverb: str | None = None, start: float = 0.0, end: float = 0.0) -> str:

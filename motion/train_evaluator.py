@@ -35,6 +35,7 @@ import torch
 from torch.nn import functional as F
 
 from genpref.errors import UserError
+from genpref.safe_load import load_weights
 from motion.eval_data import MAX_MOTION_LENGTH, EvalSplit, load_split, pad_batch, sample_pass
 from motion.evaluator import EvaluatorSizes, MovementConvDecoder, build_networks
 from motion.glove import WordVectorizer
@@ -139,7 +140,7 @@ def train_movement_autoencoder(args, stage: Stage, networks, train: EvalSplit, m
 
 def load_movement_encoder(path: str, encoder: torch.nn.Module) -> None:
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = load_weights(path, "movement encoder checkpoint")
         state = checkpoint.get("movement_enc", checkpoint.get("movement_encoder"))
         encoder.load_state_dict(state)
     except (OSError, RuntimeError, AttributeError, TypeError, KeyError) as e:

@@ -54,7 +54,9 @@ def test_eval_runs_the_t2m_protocol_end_to_end(motion_run):
               "--replications", "2", "--steps", "5", "--out", str(out), "eval.diversity_times=20", "eval.root=" + str(tmp / "data"))
     assert "R_precision_top1" in res.stdout and "FID" in res.stdout
     report = json.loads((out / "eval.json").read_text())
-    assert report["replications"] == 2 and report["convention"] == "t2m"
+    # a tiny MDM is evaluated under MDM's protocol by default, its output after each length shown to the evaluator
+    assert report["replications"] == 2 and report["convention"] == "mdm" and report["padding"] == "model"
+    assert "mdm convention, padding model" in res.stdout
     assert report["sampler"]["steps"] == 5
     for name in ("R_precision_top1", "MM_Dist", "FID", "Diversity"):
         assert np.isfinite(report["metrics"][name]["mean"])

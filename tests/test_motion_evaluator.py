@@ -172,7 +172,7 @@ def test_bad_checkpoints_end_in_one_clear_message(tmp_path):
         ev.Evaluator.load(path)
 
     torch.save({**{k: networks[k].state_dict() for k in ev.NETWORK_KEYS}, "extra": Payload()}, path)
-    with pytest.raises(UserError, match="cannot read T2M evaluator checkpoint"):
+    with pytest.raises(UserError, match="finest.tar: cannot read this T2M evaluator checkpoint without running code"):
         ev.Evaluator.load(path)
 
     write_finest(path, networks)
@@ -313,40 +313,57 @@ def protocol(tmp_path):
     return evaluator, vectorizer, split, rows
 
 
+def _embed_real_pass(evaluator, vectorizer, sample, rows, mean, std):
+    """Text and zero-padded motion embeddings of the first `rows` rows of a pass, written out by hand."""
+    motions = np.zeros((rows, 90, 263), np.float32)
+    for i, m in enumerate(sample.motions[:rows]):
+        motions[i, : len(m)] = (m - mean) / std
+    motion = evaluator.embed_motion(motions, sample.lengths[:rows]).numpy().astype(np.float64)
+    text = evaluator.embed_text(*vectorizer.encode_batch(sample.tokens[:rows])).numpy().astype(np.float64)
+    return text, motion
+
+
 def test_replaying_real_motions_scores_like_real_data_and_fid_zero(protocol, tmp_path):
     from motion import eval_data, evaluate, metrics
 
     evaluator, vectorizer, split, rows = protocol
     assert len(split.entries) == 84 + 12  # 12 span captions (i % 7 == 0) make entries of their own
     kwargs = dict(replications=3, diversity_times=50, progress=False)
-    res = evaluate.evaluate(evaluator, vectorizer, split, replay_generator(rows), **kwargs)
-    assert res["rows_used"] == 96 and res["convention"] == "t2m"
+    # MLD's protocol pairs each generated row with the real row of the same pass: replays score as real data
+    # (padding zero: the replays carry junk after each length, which padding "model" would show the evaluator)
+    mld = evaluate.evaluate(evaluator, vectorizer, split, replay_generator(rows), convention="mld", padding="zero", **kwargs)
+    assert mld["rows_used"] == 96 and mld["convention"] == "mld" and mld["padding"] == "zero"
     for name in ("R_precision_top1", "R_precision_top2", "R_precision_top3", "MM_Dist", "Diversity"):
-        np.testing.assert_allclose(res["per_replication"][name], res["per_replication_real"][name], atol=1e-9)
-    assert max(abs(v) for v in res["per_replication"]["FID"]) < 1e-6
-    assert 0.0 < res["metrics"]["R_precision_top1"]["mean"] < 1.0
+        np.testing.assert_allclose(mld["per_replication"][name], mld["per_replication_real"][name], atol=1e-9)
+    assert max(abs(v) for v in mld["per_replication"]["FID"]) < 1e-6
+    junk = evaluate.evaluate(evaluator, vectorizer, split, replay_generator(rows), convention="mld", **kwargs)
+    assert junk["padding"] == "model" and min(junk["per_replication"]["FID"]) > 1e-3  # the junk leaks in
 
-    # replication 0 recomputed here: pass drawn with default_rng([seed, 0]), normalised with the evaluator's
-    # own mean/std read from its meta folder, embedded, R-precision over the 3 groups of 32
-    sample = eval_data.sample_pass(split, np.random.default_rng([0, 0]))
+    # text-to-motion's protocol: the generated rows come from a pass of their own, the real FID statistics
+    # from a second real pass; replication 0 recomputed here from passes drawn with default_rng([seed, 0,
+    # stream]), normalised with the evaluator's own mean/std read from its meta folder, zero-padded
+    res = evaluate.evaluate(evaluator, vectorizer, split, replay_generator(rows), **kwargs)
+    assert res["rows_used"] == 96 and res["convention"] == "t2m" and res["padding"] == "zero"
+    assert 0.0 < res["metrics"]["R_precision_top1"]["mean"] < 1.0
     mean = np.load(tmp_path / "evaluator" / "meta" / "mean.npy")
     std = np.load(tmp_path / "evaluator" / "meta" / "std.npy")
-    motions = np.zeros((96, 90, 263), np.float32)
-    for i, m in enumerate(sample.motions[:96]):
-        motions[i, : len(m)] = (m - mean) / std
-    real = evaluator.embed_motion(motions, sample.lengths[:96]).numpy()
-    text = evaluator.embed_text(*vectorizer.encode_batch(sample.tokens[:96])).numpy()
-    expect = metrics.r_precision(text, real)
-    np.testing.assert_allclose(
-        [res["per_replication"][f"R_precision_top{k}"][0] for k in (1, 2, 3)], expect, atol=1e-12
-    )
+    passes = {stream: eval_data.sample_pass(split, np.random.default_rng([0, 0, stream])) for stream in (10, 11)}
+    passes["real"] = eval_data.sample_pass(split, np.random.default_rng([0, 0]))
+    emb = {key: _embed_real_pass(evaluator, vectorizer, p, 96, mean, std) for key, p in passes.items()}
+    np.testing.assert_allclose([res["per_replication"][f"R_precision_top{k}"][0] for k in (1, 2, 3)],
+                               metrics.r_precision(*emb[10]), atol=1e-12)  # fmt: skip
+    np.testing.assert_allclose([res["per_replication_real"][f"R_precision_top{k}"][0] for k in (1, 2, 3)],
+                               metrics.r_precision(*emb["real"]), atol=1e-12)  # fmt: skip
+    assert res["per_replication"]["FID"][0] == pytest.approx(metrics.fid(emb[11][1], emb[10][1]), rel=1e-6, abs=1e-9)
 
-    # generation batches of 5 change nothing: R-precision is still computed on groups of 32
+    # generation batches of 5 change nothing but float rounding: R-precision is still computed on groups of 32
     res5 = evaluate.evaluate(evaluator, vectorizer, split, replay_generator(rows), batch_size=5, **kwargs)
-    assert res5["per_replication"] == res["per_replication"]
+    for name, values in res["per_replication"].items():
+        np.testing.assert_allclose(res5["per_replication"][name], values, rtol=1e-5, atol=1e-8)
 
     table = evaluate.format_table(res)
-    assert "t2m convention" in table and "R_precision_top1" in table and "FID" in table
+    assert "t2m convention, padding zero" in table and "R_precision_top1" in table and "FID" in table
+    assert "FID real side: a second real pass" in table and "R-precision groups: 32 consecutive rows" in table
     assert json.loads(json.dumps(res))["metrics"]["FID"]["mean"] == res["metrics"]["FID"]["mean"]
 
     from motion.skeleton import extract_features
@@ -362,15 +379,17 @@ def test_real_embeddings_are_cached_and_multimodality_on_request(protocol, tmp_p
     evaluator, vectorizer, split, rows = protocol
     calls = []
     embed = evaluator.embed_motion
-    monkeypatch.setattr(evaluator, "embed_motion", lambda m, n: calls.append(len(m)) or embed(m, n))
+    monkeypatch.setattr(evaluator, "embed_motion", lambda m, n, **kw: calls.append(len(m)) or embed(m, n, **kw))
     kwargs = dict(replications=2, diversity_times=50, progress=False, cache_dir=tmp_path / "cache")
     first = evaluate.evaluate(evaluator, vectorizer, split, replay_generator(rows, noise=0.1), **kwargs)
     first_rows = sum(calls)
     calls.clear()
     second = evaluate.evaluate(evaluator, vectorizer, split, replay_generator(rows, noise=0.1), **kwargs)
-    assert first_rows == 2 * 2 * 96 and sum(calls) == 2 * 96  # real motions embedded once per replication
+    # per replication: the real pass, the second real pass for FID (t2m protocol) and the generated rows;
+    # the real ones are embedded once
+    assert first_rows == 2 * 3 * 96 and sum(calls) == 2 * 96
     assert second["per_replication"] == first["per_replication"]
-    assert len(list((tmp_path / "cache").glob("real-*-r*.npz"))) == 2
+    assert len(list((tmp_path / "cache").glob("real-*-r*.npz"))) == 4
     assert first["per_replication"]["FID"][0] > 0  # noisy replays are no longer the real set
 
     mm = evaluate.evaluate(evaluator, vectorizer, split, replay_generator(rows, noise=0.1), replications=1,
@@ -381,7 +400,7 @@ def test_real_embeddings_are_cached_and_multimodality_on_request(protocol, tmp_p
     assert still["metrics"]["MultiModality"]["mean"] == pytest.approx(0.0, abs=1e-6)
 
     mld = evaluate.evaluate(evaluator, vectorizer, split, replay_generator(rows), replications=1,
-                            diversity_times=50, progress=False, convention="mld")  # fmt: skip
+                            diversity_times=50, progress=False, convention="mld", padding="zero")  # fmt: skip
     assert mld["convention"] == "mld"
     assert mld["per_replication"]["R_precision_top1"] == mld["per_replication_real"]["R_precision_top1"]
     with pytest.raises(UserError, match="more than 300"):

@@ -95,7 +95,9 @@ def test_mld_convention_is_one_permutation_then_groups():
     mm = metrics.matching_score(text, motion, convention="mld", rng=np.random.default_rng(7))
     assert mm == pytest.approx(expect_mm, rel=1e-12)
     with pytest.raises(UserError, match="convention"):
-        metrics.r_precision(text, motion, convention="mdm")
+        metrics.r_precision(text, motion, convention="kit")
+    # MDM groups like text-to-motion: consecutive rows, no permutation
+    np.testing.assert_array_equal(metrics.r_precision(text, motion, convention="mdm"), metrics.r_precision(text, motion))
 
 
 def test_fid_matches_sqrtm_reference_and_is_zero_for_identical_sets():

@@ -125,6 +125,41 @@ def test_mdm_cosine_betas_match_guided_diffusion(steps):
     assert sched.config.prediction_type == "sample"
 
 
+def test_mdm_schedule_constants_are_float64_like_guided_diffusion():
+    """guided-diffusion keeps β, ᾱ in float64 numpy arrays and casts only the gathered coefficient: ᾱ here is
+    np.cumprod(1 − β) in float64, add_noise takes √ᾱ_t and √(1 − ᾱ_t) in float64 before casting, and the
+    samplers built from the config keep the float64 table. MLD's schedule stays diffusers' float32."""
+    from genpref.sampling import make_solver
+    from motion.mdm import follow_float64
+
+    sched = mdm_noise_scheduler({"diffusion_steps": 1000, "noise_schedule": "cosine"})
+    t = np.arange(1001) / 1000
+    abar_fn = np.cos((t + 0.008) / 1.008 * np.pi / 2) ** 2
+    betas = np.minimum(1 - abar_fn[1:] / abar_fn[:-1], 0.999)
+    abar = np.cumprod(1 - betas)
+    assert sched.alphas_cumprod.dtype == torch.float64
+    np.testing.assert_allclose(sched.alphas_cumprod.numpy(), abar, rtol=1e-14)
+    x0, eps, ts = torch.randn(3, 5), torch.randn(3, 5), torch.tensor([0, 1, 999])
+    expect = (np.sqrt(abar[ts.numpy()])[:, None].astype(np.float32) * x0.numpy()
+              + np.sqrt(1 - abar[ts.numpy()])[:, None].astype(np.float32) * eps.numpy())  # fmt: skip
+    np.testing.assert_array_equal(sched.add_noise(x0, eps, ts).numpy(), expect)
+    # diffusers' own float32 table puts √(1 − ᾱ_0) off by 2.6e-4 relative; the float64 one is exact
+    from diffusers import DDPMScheduler
+
+    abar32 = DDPMScheduler(beta_schedule="squaredcos_cap_v2").alphas_cumprod
+    assert abs(float((1 - abar32[0]) ** 0.5) / np.sqrt(1 - abar[0]) - 1) > 2e-4
+    assert abs(float((1 - sched.alphas_cumprod[0]) ** 0.5) / np.sqrt(1 - abar[0]) - 1) < 1e-12
+    for solver in ("ddpm", "ddim"):  # what the MDM adapter's make_solver returns
+        sampler = follow_float64(sched, make_solver(solver, sched.config))
+        assert sampler.alphas_cumprod.dtype == torch.float64, solver
+        sampler.set_timesteps(10)
+        out = sampler.step(torch.randn(2, 4), sampler.timesteps[0], torch.randn(2, 4)).prev_sample
+        assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    mld = mld_noise_scheduler()
+    assert mld.alphas_cumprod.dtype == torch.float32
+    assert follow_float64(mld, make_solver("ddim", mld.config)).alphas_cumprod.dtype == torch.float32
+
+
 def test_mld_scaled_linear_betas():
     sched = mld_noise_scheduler()
     expect = np.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2
@@ -230,6 +265,89 @@ def test_mld_lightning_checkpoint_round_trip(tmp_path):
     assert set(written) == set(state)
     assert torch.equal(written["denoiser.encoder.norm.bias"], den.encoder.norm.bias + 1.0)
     assert torch.equal(written["t2m_textencoder.pos_emb.weight"], torch.zeros(3, 2))
+
+
+def lightning_checkpoint(state: dict) -> dict:
+    """A checkpoint laid out as Lightning's `Trainer.save_checkpoint` writes it for MLD (Lightning 1.x):
+    version and loop counters, optimizer and callback states, and the model's `save_hyperparameters()`
+    with MLD's whole OmegaConf config under 'cfg'."""
+    omegaconf = pytest.importorskip("omegaconf")
+    cfg = omegaconf.OmegaConf.create({
+        "NAME": "1222_PELearn_Diff_Latent1_MEncDec49_MdiffEnc49_bs64_clip_uncond75_01",
+        "model": {"model_type": "mld", "latent_dim": [1, 256], "ff_size": 1024, "guidance_scale": 7.5},
+        "TRAIN": {"STAGE": "diffusion", "BATCH_SIZE": 64, "DATASETS": ["humanml3d"], "PRETRAINED_VAE": None},
+        "LOSS": {"LAMBDA_PRIOR": 0.0}, "DEBUG": False,
+    })  # fmt: skip
+    checkpoint_callback = "ModelCheckpoint{'monitor': None, 'mode': 'min', 'every_n_train_steps': 0, 'every_n_epochs': 100}"
+    return {
+        "epoch": 2999, "global_step": 123000, "pytorch-lightning_version": "1.7.7", "state_dict": state,
+        "loops": {"fit_loop": {"state_dict": {}, "epoch_progress": {"total": {"ready": 3000, "completed": 2999}}}},
+        "callbacks": {checkpoint_callback: {"monitor": None, "best_model_score": None, "best_model_path": "",
+                                            "dirpath": "./experiments/mld/checkpoints", "best_k_models": {},
+                                            "kth_value": torch.tensor(float("inf")), "last_model_path": ""}},
+        "optimizer_states": [{"state": {0: {"step": torch.tensor(5.0), "exp_avg": torch.zeros(2), "exp_avg_sq": torch.zeros(2)}},
+                              "param_groups": [{"lr": 1e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
+                                                "amsgrad": False, "params": [0]}]}],
+        "lr_schedulers": [], "hparams_name": "kwargs", "hyper_parameters": {"cfg": cfg, "phase": "train"},
+    }  # fmt: skip
+
+
+def test_released_format_mld_checkpoint_loads_without_running_its_pickled_code(tmp_path, monkeypatch):
+    """A Lightning .ckpt with OmegaConf hyper_parameters loads through genpref.safe_load: the OmegaConf
+    objects come back as inert data and none of OmegaConf's code runs (its unpickling hook would raise)."""
+    from omegaconf import DictConfig, ListConfig
+
+    from genpref import safe_load
+
+    torch.manual_seed(0)
+    vae, den = MldVae(**TINY_VAE), MldDenoiser(**TINY_DEN)
+    state = {f"vae.{k}": v for k, v in vae.state_dict().items()}
+    state.update({f"denoiser.{k}": v for k, v in den.state_dict().items()})
+    path = tmp_path / "1222_mld_humanml3d_FID041.ckpt"
+    torch.save(lightning_checkpoint(state), path)
+    with pytest.raises(Exception, match="Unsupported global"):  # plain weights_only refuses the file
+        torch.load(path, weights_only=True)
+
+    def refuse(self, state):
+        raise AssertionError("OmegaConf code ran while loading")
+
+    monkeypatch.setattr(DictConfig, "__setstate__", refuse)
+    monkeypatch.setattr(ListConfig, "__setstate__", refuse)
+    vae2, den2, _ = load_mld(path)
+    for mine, theirs in [(vae2, vae), (den2, den)]:
+        for k, v in mine.state_dict().items():
+            assert torch.equal(v, theirs.state_dict()[k]), k
+    full = safe_load.load_weights(path, "MLD checkpoint")
+    assert full["pytorch-lightning_version"] == "1.7.7" and full["global_step"] == 123000
+    cfg = full["hyper_parameters"]["cfg"]
+    assert isinstance(cfg, safe_load.Inert) and cfg.state["_content"]["NAME"].state["_val"].startswith("1222_")
+
+
+def test_safe_load_refuses_code_and_names_the_file(tmp_path):
+    import os
+    import pickle
+
+    from safetensors.torch import save_file
+
+    from genpref.safe_load import load_weights
+
+    marker = tmp_path / "ran"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    torch.save({"state_dict": {"w": torch.ones(2)}, "hook": Exploit()}, tmp_path / "evil.ckpt")
+    with pytest.raises(UserError, match=r"evil\.ckpt: cannot read this MLD checkpoint without running code from it"):
+        load_weights(tmp_path / "evil.ckpt", "MLD checkpoint")
+    (tmp_path / "raw.pt").write_bytes(pickle.dumps({"x": Exploit()}))
+    with pytest.raises(UserError, match=r"raw\.pt: cannot read this checkpoint"):
+        load_weights(tmp_path / "raw.pt")
+    assert not marker.exists()
+    with pytest.raises(UserError, match=r"absent\.pt: MDM checkpoint not found"):
+        load_weights(tmp_path / "absent.pt", "MDM checkpoint")
+    save_file({"w": torch.arange(3.0)}, str(tmp_path / "w.safetensors"))
+    assert torch.equal(load_weights(tmp_path / "w.safetensors")["w"], torch.arange(3.0))
 
 
 def test_mld_checkpoint_errors(tmp_path):

@@ -67,7 +67,7 @@ def test_features_then_recover_from_ric_gives_the_canonical_joints():
     bone lengths, lowest joint at y = 0, root of frame 0 at the XZ origin and frame 0 facing +Z, so the
     extractor's canonicalisation must give M back exactly; the recovery integrates the root velocities."""
     canonical = synthetic_canonical_motion()
-    features = sk.extract_features(moved_and_scaled(canonical))
+    features = sk.extract_features(moved_and_scaled(canonical), fix_heading_wrap=True)
     assert features.shape == (119, 263) and features.dtype == np.float32
     recovered = sk.recover_from_ric(features)
     assert recovered.shape == (119, 22, 3)
@@ -80,11 +80,12 @@ def test_features_then_recover_from_ric_gives_the_canonical_joints():
 
 
 def test_published_heading_wrap_turns_the_wrong_way_after_minus_z():
-    """The motion's heading passes through −Z; with the published arcsin the recovered path leaves the
-    true one from that frame on, with the sign-aware version it does not (previous test)."""
+    """The motion's heading passes through −Z; with the published arcsin (the default) the recovered path
+    leaves the true one from that frame on, with the opt-in sign-aware version it does not (previous test)."""
     canonical = synthetic_canonical_motion()
-    published = sk.extract_features(moved_and_scaled(canonical), fix_heading_wrap=False)
-    fixed = sk.extract_features(moved_and_scaled(canonical))
+    published = sk.extract_features(moved_and_scaled(canonical))
+    assert np.array_equal(published, sk.extract_features(moved_and_scaled(canonical), fix_heading_wrap=False))
+    fixed = sk.extract_features(moved_and_scaled(canonical), fix_heading_wrap=True)
     differs = np.nonzero(np.abs(published[:, 0] - fixed[:, 0]) > 1e-6)[0]
     assert len(differs) == 1  # one frame crosses the wrap
     np.testing.assert_allclose(published[differs, 0], -fixed[differs, 0], rtol=1e-5)
