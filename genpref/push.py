@@ -17,8 +17,10 @@ def push_run(run_dir: str | Path, repo_id: str, private: bool = False, revision:
 
     run_dir = Path(run_dir)
     final = run_dir / "final"
+    if not run_dir.exists():
+        raise UserError(f"{run_dir}: not found; expected a run directory (a train.output_dir)")
     if not (run_dir / "config.yaml").is_file():
-        raise UserError(f"{run_dir}: not found or not a run directory (no config.yaml)")
+        raise UserError(f"{run_dir} is not a run directory: it has no config.yaml (a run's train.output_dir has one)")
     if not final.is_dir():
         raise UserError(f"{final} does not exist — did the run finish? (resume it with train.resume=latest)")
     write_model_card(run_dir)

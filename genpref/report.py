@@ -412,7 +412,8 @@ def write_runs_report(runs, out: str | Path = "genpref-report.html") -> Path:
     paths = [Path(r) for r in runs]
     for p in paths:
         if not (p / "config.yaml").is_file():
-            raise UserError(f"{p}: not a run directory (no config.yaml)" if p.exists() else f"{p}: not found; expected a run directory")
+            raise UserError(f"{p} is not a run directory: it has no config.yaml (a run's train.output_dir has one)"
+                            if p.exists() else f"{p}: not found; expected a run directory (a train.output_dir)")
     labels = []
     for p in paths:  # distinct labels, even for runs with the same directory name
         label = p.name
