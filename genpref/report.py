@@ -18,7 +18,7 @@ from genpref.glossary import LN2, term
 MIME = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 CURVE_KEYS = ("loss", "implicit_acc", "reward", "reward_online", "open_gate", "e_ratio_w", "margin", "kl")
 MAX_CURVES = 8
-FLAT = 0.01  # a curve whose whole range is within 1% of its first value "stays flat"
+FLAT = 0.01  # a curve whose late mean is within 1% of its early mean "stays flat"
 SMALL_PICTURE = 256  # pictures narrower than this are shown at 2× with square pixels (no blur)
 
 STYLE = """
@@ -176,19 +176,21 @@ def curve_keys(curves: dict[str, dict[str, list]]) -> list[str]:
 
 
 def curve_reading(run: str, key: str, series: list) -> str | None:
-    """One line when a watched curve does not move over the run (e.g. a DPO/SoPo loss stuck at ln 2)."""
+    """One line when a watched curve does not move over the run (e.g. a DPO/SoPo loss stuck at ln 2): the
+    mean of its last 10% of steps is within 1% of the mean of its first 10% (means, so step noise is no move)."""
     values = [v for _, v in series if v is not None]
     if len(values) < 5 or (key != "loss" and term(key).better is None):
         return None
-    spread, first = max(values) - min(values), values[0]
-    if spread > FLAT * max(abs(first), 1e-12):
+    k = max(1, len(values) // 10)
+    first, last = sum(values[:k]) / k, sum(values[-k:]) / k
+    if abs(last - first) > FLAT * max(abs(first), 1e-12):
         return None
-    steps = f"all {len(values)} logged steps"
-    if key == "loss" and abs(first - LN2) <= FLAT * LN2:
-        return (f"{run}: the loss stays at ln 2 = 0.693 for {steps}: the policy's preference for the winners never "
+    span = f"all {len(values)} logged steps (mean of the first 10% of steps {first:.4g}, of the last 10% {last:.4g})"
+    if key == "loss" and abs(last - LN2) <= FLAT * LN2:
+        return (f"{run}: the loss stays at ln 2 = 0.693 over {span}: the policy's preference for the winners never "
                 "departs from the reference's, so the objective gives almost no signal (check objective.beta, the lr, "
                 "and for SoPo open_gate: a closed gate leaves only the winner term).")
-    return f"{run}: {term(key).label} ({key}) stays within ±{FLAT:.0%} of {first:.4g} for {steps}: it does not move."
+    return f"{run}: {term(key).label} ({key}) stays within {FLAT:.0%} over {span}: it does not move."
 
 
 def _worse(better: str | None, diff: float) -> bool:

@@ -170,3 +170,11 @@ def test_scorer_takes_its_weights_path_on_the_command_line():
 def test_outputs_are_ignored_by_git():
     ignored = (ROOT / ".gitignore").read_text().split()
     assert {"/runs/", "/genpref-demo/", "/genpref-report.html", "/eval/"} <= set(ignored)
+
+
+def test_validate_imports_no_torch_even_with_trackers_and_modality_checks():
+    code = ("import sys; from genpref.cli import main\n"
+            "rc = main(['validate', 'configs/image/tiny_dpo.yaml', 'train.report_to=[tensorboard]'])\n"
+            "print(rc, 'torch' in sys.modules, 'accelerate' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip().splitlines()[-1] == "0 False False", out.stderr
