@@ -16,7 +16,7 @@ from pathlib import Path
 from genpref.glossary import LN2, term
 
 MIME = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
-CURVE_KEYS = ("loss", "implicit_acc", "reward", "reward_online", "open_gate", "e_ratio_w", "margin", "kl")
+CURVE_KEYS = ("loss", "implicit_acc", "reward", "reward_online", "reward_mean", "open_gate", "e_ratio_w", "margin", "kl")
 MAX_CURVES = 8
 FLAT = 0.01  # a curve whose late mean is within 1% of its early mean "stays flat"
 SMALL_PICTURE = 256  # pictures narrower than this are shown at 2× with square pixels (no blur)

@@ -120,12 +120,13 @@ def test_demo_report_explains_intervals_names_and_pictures(tmp_path):
 
 
 def test_every_logged_metric_name_has_a_glossary_entry():
-    """The names the objectives and sources log (genpref/objectives.py, recipes.py) and the train loop adds."""
+    """The names the objectives and sources log (genpref/objectives.py, recipes.py, rl.py) and the train loop adds."""
     import pathlib
 
     root = pathlib.Path(__file__).resolve().parents[1] / "genpref"
-    text = (root / "objectives.py").read_text() + (root / "recipes.py").read_text()
+    text = "".join((root / f).read_text() for f in ("objectives.py", "recipes.py", "rl.py"))
     logged = set(re.findall(r'"([a-z_0-9]+)": [^,]*?\.(?:mean|min|max|item)\(\)', text))
+    logged |= set(re.findall(r'"([a-z_]+_s)": time\.perf_counter', text)) | set(re.findall(r'metrics\["([a-z_]+)"\]', text))
     logged |= set(re.findall(r'stats\["([a-z_]+)"\]', text)) | {"lr", "grad_norm", "step_time", "samples_per_s", "e_ratio_w"}
     assert {"loss", "implicit_acc", "hinge_active", "open_gate"} <= logged | {"loss"}
     assert sorted(n for n in logged | {"loss"} if n not in TERMS) == []
