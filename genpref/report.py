@@ -352,8 +352,10 @@ def samples_table(runs: dict[str, Path]) -> str:
             if prompts.is_file():
                 captions.append(f"{label}: " + " | ".join(x for x in prompts.read_text().splitlines() if x))
                 break
-    note = ("<p class='note'>Prompts (one grid row each, one column per seed in train.sample_seeds): "
-            + "; ".join(_e(c) for c in captions) + "</p>") if captions else ""
+    motion = any(p.suffix == ".gif" for per in pics.values() for p in per.values())
+    how = ("each cell animates the first sample of train.sample_prompts (its prompt drawn in)" if motion
+           else "one grid row per prompt, one column per seed in train.sample_seeds")
+    note = f"<p class='note'>Samples: {how}. Prompts: " + "; ".join(_e(c) for c in captions) + "</p>" if captions else ""
     return f"<table>{head}{''.join(rows)}</table>{note}"
 
 
