@@ -73,7 +73,7 @@ def _sample(run_dir: Path, dest: Path) -> list[str]:
             shutil.copyfile(pick, dest / name)
         caption = (samples / "final.txt") if pick.suffix == ".png" else (samples / "final_prompts.txt")
         text = caption.read_text().strip().replace("\n", " | ") if caption.is_file() else ""
-        lines += [f"![{text or 'final samples'}]({name})", ""]
+        lines += [f"![{text or 'final samples'}]({name})"]
     return lines or ["No samples: set train.sample_prompts to draw some at the end of the run."]
 
 
@@ -122,16 +122,19 @@ def card_text(run_dir: Path, dest: Path) -> str:
     else:
         body.append("No metrics were logged.")
     body += ["", "## Evaluation", "", *_eval_section(run_dir), "", "## Samples", "", *_sample(run_dir, dest)]
-    body += ["", "## Use", "", *_usage(m["kind"], bool(lora))]
+    body += ["", "## Use", "", *_usage(m["kind"], bool(lora), _front_matter(cfg).get("base_model"))]
     return "---\n" + yaml.safe_dump(_front_matter(cfg), sort_keys=False) + "---\n\n" + "\n".join(body).rstrip() + "\n"
 
 
-def _usage(kind: str, lora: bool) -> list[str]:
+def _usage(kind: str, lora: bool, base: str | None) -> list[str]:
     from genpref.build import MODEL_KINDS
 
     if MODEL_KINDS.get(kind) == "image.adapter" and lora:
-        return ["```python", "from diffusers import DiffusionPipeline", "pipe = DiffusionPipeline.from_pretrained(BASE_MODEL)",
-                "pipe.load_lora_weights(THIS_REPOSITORY)  # pytorch_lora_weights.safetensors", "```"]
+        base = repr(base) if base else f'"BASE_PIPELINE"  # the {kind} pipeline this LoRA was trained on'
+        return ["```python", "from diffusers import DiffusionPipeline", f"base = {base}",
+                "pipe = DiffusionPipeline.from_pretrained(base)",
+                "pipe.load_lora_weights(\"THIS_REPOSITORY\")  # this repository's id, or a directory holding these files",
+                "```"]
     return ["`genpref sample RUN --prompt ...` on a run directory holding these weights as `final/`."]
 
 
