@@ -68,3 +68,18 @@ def test_sampler_falls_back_to_the_published_one():
     got = sampler_settings(adapter, cfg, None, None, None)
     assert got == {"solver": "ddpm", "steps": 50, "guidance": 1.0,
                    "from": {"solver": "published", "steps": "published", "guidance": "eval.guidance"}}
+
+
+def test_demo_runs_record_the_sampler_they_are_evaluated_with():
+    """`genpref eval` on a demo run then samples as the demo's own evaluation did (motion.demo.sample: EVAL's
+    solver and steps, adapter.generate's default guidance 1)."""
+    import inspect
+
+    from motion import demo
+    from motion.adapter import MotionAdapter
+
+    overrides = demo.common_overrides(Path("base.pt"), Path("data"), Path("evaluator"), seed=0)
+    assert inspect.signature(MotionAdapter.generate).parameters["guidance"].default == 1.0
+    assert {k: overrides[k] for k in ("eval.solver", "eval.steps", "eval.guidance", "eval.glove", "eval.evaluator")} == {
+        "eval.solver": demo.EVAL["solver"], "eval.steps": demo.EVAL["steps"], "eval.guidance": 1.0,
+        "eval.glove": str(Path("data") / "glove"), "eval.evaluator": "evaluator"}
