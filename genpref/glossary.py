@@ -70,6 +70,9 @@ TERMS: dict[str, Term] = {
     "optimality": Term("optimality r", "NFT: mean of r = ½ + ½·clip(A / adv_clip, −1, 1)."),
     "e_pos": Term("positive-branch error", "NFT: error of the implicit positive policy on its shifted target."),
     "e_neg": Term("negative-branch error", "NFT: error of the implicit negative policy on its shifted target."),
+    "e_accepted": Term("error on accepted samples", "RFT: denoising error on the policy's samples the reward accepted."),
+    "holdout_reward": Term("held-out reward", "Mean score of the rollouts by reward.holdout, a reward model not trained "
+                           "on: rising reward_mean with falling holdout_reward means reward hacking.", "higher"),
     "reward_mean": Term("rollout reward", "Mean reward of the latest group rollouts.", "higher"),
     "reward_std": Term("rollout reward spread", "Standard deviation of the latest rollouts' rewards."),
     "adv_abs_mean": Term("mean |advantage|", "Mean absolute advantage of the latest rollouts."),
@@ -77,6 +80,7 @@ TERMS: dict[str, Term] = {
     "adv_min": Term("smallest advantage", "Smallest advantage of the latest rollouts."),
     "skipped_groups": Term("skipped groups", "Groups whose rewards were all equal (no signal), skipped."),
     "generate_s": Term("rollout time (s)", "Wall time of the latest rollouts."),
+    "generated": Term("samples generated", "Online samples generated so far."),
     "batch_s": Term("batch time (s)", "Wall time of building the training batch."),
     "lr": Term("learning rate", "The optimizer's learning rate at this step."),
     "grad_norm": Term("gradient norm", "Norm of the gradient before clipping."),

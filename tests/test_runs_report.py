@@ -126,7 +126,7 @@ def test_every_logged_metric_name_has_a_glossary_entry():
     root = pathlib.Path(__file__).resolve().parents[1] / "genpref"
     text = "".join((root / f).read_text() for f in ("objectives.py", "recipes.py", "rl.py"))
     logged = set(re.findall(r'"([a-z_0-9]+)": [^,]*?\.(?:mean|min|max|item)\(\)', text))
-    logged |= set(re.findall(r'"([a-z_]+_s)": time\.perf_counter', text)) | set(re.findall(r'metrics\["([a-z_]+)"\]', text))
+    logged |= set(re.findall(r'"([a-z_]+(?:_s|ed))": (?:time\.perf_counter|float\()', text)) | set(re.findall(r'metrics\["([a-z_]+)"\]', text))
     logged |= set(re.findall(r'stats\["([a-z_]+)"\]', text)) | {"lr", "grad_norm", "step_time", "samples_per_s", "e_ratio_w"}
     assert {"loss", "implicit_acc", "hinge_active", "open_gate"} <= logged | {"loss"}
     assert sorted(n for n in logged | {"loss"} if n not in TERMS) == []
