@@ -106,6 +106,41 @@ def _name_error(key: str, value: str, valid) -> ConfigError:
     return ConfigError(f"'{key}' is {value!r}{hint}; valid: {', '.join(valid)}")
 
 
+def _modality(module: str) -> str | None:
+    package = module.split(".")[0]
+    return package if package in ("image", "motion") else None
+
+
+def check_modality(cfg: Config) -> None:
+    """A model kind of one modality with data or rewards of the other (tiny-mdm on an image recipe) fails
+    here, before a run directory exists, naming the key that says which modality the config is."""
+    kind_modality = _modality(MODEL_KINDS[cfg.model.kind])
+    evidence = [("data.root", "motion")] if cfg.data.root else []
+    evidence += [("data.experts", "image")] if cfg.data.experts else []
+    evidence += [(f"reward.{key}[{i}].name={s.name}", _modality(REWARDS[s.name]))
+                 for key in ("models", "holdout") for i, s in enumerate(getattr(cfg.reward, key))]
+    for key, modality in evidence:
+        if kind_modality and modality and modality != kind_modality:
+            kinds = ", ".join(k for k, m in MODEL_KINDS.items() if _modality(m) == modality)
+            article = "an" if kind_modality == "image" else "a"
+            raise ConfigError(f"'model.kind' {cfg.model.kind!r} is {article} {kind_modality} model, but {key} is set, which only "
+                              f"{modality} models read; {modality} model kinds: {kinds}")
+
+
+def _check_trackers(names) -> None:
+    """train.report_to: accelerate's tracker names, each importable (found without importing it)."""
+    import importlib.util
+
+    from genpref.rundir import TRACKERS
+
+    for i, name in enumerate(names):
+        if name not in TRACKERS:
+            raise _name_error(f"train.report_to[{i}]", name, TRACKERS)
+        if importlib.util.find_spec(TRACKERS[name]) is None:
+            extra = " (pip install 'genpref[wandb]')" if name == "wandb" else f" (pip install {TRACKERS[name]})"
+            raise ConfigError(f"'train.report_to' names {name!r}, which is not installed{extra}")
+
+
 def source_name(cfg: Config) -> str:
     return cfg.data.source or DEFAULT_SOURCE[cfg.objective.name]
 
@@ -125,6 +160,8 @@ def check(cfg: Config) -> None:
         for i, spec in enumerate(getattr(cfg.reward, key)):
             if spec.name not in REWARDS:
                 raise _name_error(f"reward.{key}[{i}].name", spec.name, REWARDS)
+    check_modality(cfg)
+    _check_trackers(cfg.train.report_to or [])
     t = cfg.train
     for key in ("max_steps", "batch_size", "grad_accum"):
         if getattr(t, key) < 1:

@@ -6,9 +6,19 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
+from pathlib import Path
 
 EXIT_CONFIG, EXIT_USER = 2, 1
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("genpref")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _cmd_train(args) -> None:
@@ -32,28 +42,34 @@ def _cmd_validate(args) -> None:
     )
 
 
-def _commands_for_run(run_dir: str):
+def _commands_for_run(run_dir: str, config_ok: bool = False):
     """The modality's command module (image.commands / motion.commands) chosen by the model.kind of a
-    run directory's config.yaml, or of a config file."""
+    run directory's config.yaml (or, where `config_ok`, of a config file)."""
     import importlib
     from pathlib import Path
 
     from genpref.build import MODEL_KINDS
-    from genpref.config import read_yaml
+    from genpref.config import ConfigError, read_yaml
+    from genpref.errors import UserError
 
-    cfg_path = Path(run_dir) / "config.yaml" if Path(run_dir).is_dir() else Path(run_dir)
+    path = Path(run_dir)
+    if path.is_dir():
+        cfg_path = path / "config.yaml"
+        if not cfg_path.is_file():
+            raise UserError(f"{path} is not a run directory: it has no config.yaml (a run's train.output_dir has one)")
+    elif config_ok and path.is_file():
+        cfg_path = path
+    else:
+        wanted = "a run directory or a config file" if config_ok else "a run directory (a train.output_dir)"
+        raise UserError(f"{path}: not found; expected {wanted}" if not path.exists() else f"{path} is a file, not {wanted}")
     kind = read_yaml(cfg_path).get("model", {}).get("kind")
     if kind not in MODEL_KINDS:
-        from genpref.config import ConfigError
-
         raise ConfigError(f"{cfg_path}: model.kind {kind!r} is not a known model kind")
     package = MODEL_KINDS[kind].split(".")[0]
     try:
         return importlib.import_module(f"{package}.commands")
     except ModuleNotFoundError:
-        from genpref.errors import UserError
-
-        raise UserError(f"model.kind {kind!r} has no sample/export commands") from None
+        raise UserError(f"model.kind {kind!r} has no sample/eval/export commands") from None
 
 
 def _cmd_sample(args) -> None:
@@ -64,7 +80,7 @@ def _cmd_sample(args) -> None:
 
 
 def _cmd_eval(args) -> None:
-    _commands_for_run(args.target).evaluate(args.target, args)
+    _commands_for_run(args.target, config_ok=True).evaluate(args.target, args)
 
 
 def _cmd_demo(args) -> None:
@@ -83,7 +99,24 @@ def _cmd_bench(args) -> None:
 def _cmd_export(args) -> None:
     commands = _commands_for_run(args.run_dir)
     fmt = args.format or ("released" if commands.__name__.startswith("motion") else "diffusers")
-    print(f"wrote {commands.export(args.run_dir, fmt, args.out)}")
+    out = commands.export(args.run_dir, fmt, args.out)
+    from genpref.modelcard import write_model_card
+
+    target = Path(args.out)  # an output directory gets README.md; a single weights file gets <name>.md beside it
+    card = write_model_card(args.run_dir, target) if target.is_dir() else write_model_card(args.run_dir, target.parent, target.stem + ".md")
+    print(f"wrote {out} and the model card {card}")
+
+
+def _cmd_report(args) -> None:
+    from genpref.report import write_runs_report
+
+    print(f"wrote {write_runs_report(args.runs, args.out)}")
+
+
+def _cmd_push(args) -> None:
+    from genpref.push import push_run
+
+    print(f"pushed {args.run_dir}/final to {push_run(args.run_dir, args.repo, private=args.private, revision=args.revision)}")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -96,8 +129,10 @@ def make_parser() -> argparse.ArgumentParser:
         + "; ".join(f"{k} ({v})" for k, v in OBJECTIVES.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"genpref {_version()}", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     overrides_help = "section.key=value overrides, e.g. train.lr=1e-4 model.lora.rank=8"
+    run_help = "a run directory (the train.output_dir of a finished `genpref train`)"
 
     p = sub.add_parser("train", help="fine-tune a model from a YAML recipe")
     p.add_argument("config", help="recipe YAML, e.g. configs/image/tiny_dro.yaml")
@@ -105,52 +140,60 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("validate", help="check a recipe (keys, types, names, data paths) without running it")
-    p.add_argument("config")
+    p.add_argument("config", help="recipe YAML to check")
     p.add_argument("overrides", nargs="*", help=overrides_help)
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("sample", help="generate from a finished run (an image grid; motion .npy + GIF)")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help=run_help)
     p.add_argument("--prompt", action="append", required=True, help="repeat for several prompts")
     p.add_argument("--seed", action="append", type=int, help="repeat for several seeds (default 0)")
     p.add_argument("--out", required=True, help="output file (image) or directory (motion)")
-    p.add_argument("--steps", type=int, help="sampler steps (default: the modality's)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
-    p.add_argument("--solver", help="diffusers scheduler name, e.g. dpmsolver++, ddim, euler")
+    p.add_argument("--steps", type=int, help="sampler steps (default: the run's eval.steps, else the modality's)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the run's eval.guidance, else the modality's)")
+    p.add_argument("--solver", help="diffusers scheduler name, e.g. dpmsolver++, ddim, euler (default: the run's eval.solver)")
     p.set_defaults(func=_cmd_sample)
 
     p = sub.add_parser("eval", help="evaluate a run (or a config's base model): T2M metrics for motion, scorers and win rates for images")
-    p.add_argument("target", help="a run directory or a config file")
-    p.add_argument("overrides", nargs="*", help=overrides_help)
+    p.add_argument("target", help="a run directory or a config file (its base model)")
+    p.add_argument("overrides", nargs="*", help=overrides_help + "; eval.* keys set the protocol")
     p.add_argument("--out", help="output directory (default <run>/eval)")
-    p.add_argument("--steps", type=int, help="sampler steps (default: the published protocol)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance (default: the published protocol)")
-    p.add_argument("--solver", help="diffusers scheduler name")
+    p.add_argument("--steps", type=int, help="sampler steps (default: the run's eval.steps, else the published protocol)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance (default: the run's eval.guidance, else the published protocol)")
+    p.add_argument("--solver", help="diffusers scheduler name (default: the run's eval.solver, else the published protocol)")
     p.add_argument("--batch-size", type=int, help="generation batch (motion R-precision stays on groups of 32)")
     g = p.add_argument_group("motion (T2M protocol)")
     g.add_argument("--evaluator", help="T2M evaluator: finest.tar or its run directory (or eval.evaluator)")
     g.add_argument("--glove", help="directory of our_vab_data.npy / our_vab_words.pkl / our_vab_idx.pkl (or eval.glove)")
+    g.add_argument("--root", help="HumanML3D-format directory whose test split is evaluated (or eval.root; default: the run's data.root)")
     g.add_argument("--replications", type=int, help="replications (default 20)")
     g.add_argument("--mm", action="store_true", help="also MultiModality (100 texts × 30 generations)")
     g = p.add_argument_group("images")
     g.add_argument("--prompts", help="prompt file, or 'shapes' for the shapes task's held-out prompts")
     g.add_argument("--against", help="another run directory, or 'base': paired win rates")
     g.add_argument("--images-per-prompt", type=int, help="images per prompt (default 5)")
-    g.add_argument("--scorer", action="append", help="scorer name (repeat); default the config's reward.models")
+    g.add_argument("--scorer", action="append", metavar="NAME[=PATH]",
+                   help="scorer name, with its local weights as NAME=PATH, e.g. pickscore=/models/PickScore_v1 (repeat); "
+                        "default the config's reward.models")
     p.set_defaults(func=_cmd_eval)
 
+    p = sub.add_parser("report", help="one self-contained HTML page for one or more runs side by side: curves, samples, eval tables")
+    p.add_argument("runs", nargs="+", help="run directories to compare")
+    p.add_argument("--out", default="genpref-report.html", help="HTML file to write (default ./genpref-report.html)")
+    p.set_defaults(func=_cmd_report)
+
     p = sub.add_parser("demo", help="see preference fine-tuning work on CPU: synthetic tasks, base vs fine-tuned, a report")
-    p.add_argument("part", nargs="?", default="all", choices=["all", "image", "motion"])
+    p.add_argument("part", nargs="?", default="all", choices=["all", "image", "motion"], help="which half to run (default both)")
     p.add_argument("--out", default="genpref-demo", help="report directory (default ./genpref-demo)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of data, training and evaluation noise (default 0)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("bench", help="benchmarks run by hand: `genpref bench quality` compares every objective")
-    p.add_argument("which", choices=["quality"])
-    p.add_argument("--task", default="all", choices=["all", "image", "motion"])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("which", choices=["quality"], help="which benchmark: quality (every objective, same budget, several seeds)")
+    p.add_argument("--task", default="all", choices=["all", "image", "motion"], help="synthetic task(s) to run (default both)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds per arm (default 0 1 2)")
     p.add_argument("--steps", type=int, help="fine-tuning steps per arm (default: the task's budget)")
-    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--out", default="benchmarks/results", help="where the JSON and Markdown tables go (default benchmarks/results)")
     p.add_argument("--runs", help="where each task's runs go, as RUNS/image and RUNS/motion (default OUT/quality-TASK-runs); "
                    "finished (arm, seed) rows there are reused, so an interrupted benchmark continues")
     p.add_argument("--arms", help="a comma-separated subset of arms, e.g. grpo,nft,sft (default: every arm)")
@@ -159,11 +202,18 @@ def make_parser() -> argparse.ArgumentParser:
                    "also prompts (never expert data) of the held-out combinations")
     p.set_defaults(func=_cmd_bench)
 
-    p = sub.add_parser("export", help="export a run's final weights (images: diffusers or kohya LoRA; motion: released layout)")
-    p.add_argument("run_dir")
+    p = sub.add_parser("export", help="export a run's final weights and its model card (images: diffusers or kohya LoRA; motion: released layout)")
+    p.add_argument("run_dir", help=run_help)
     p.add_argument("--format", choices=["diffusers", "kohya", "released"], default=None, help="default: diffusers (images), released (motion)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="output directory (or a .safetensors file for a LoRA)")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("push", help="upload a run's final/ (weights + model card) to a Hugging Face Hub model repository")
+    p.add_argument("run_dir", help=run_help)
+    p.add_argument("--repo", required=True, help="Hub repository id, e.g. your-name/sd15-dro-lora (created if missing)")
+    p.add_argument("--private", action="store_true", help="create the repository as private")
+    p.add_argument("--revision", help="branch to push to (default: the repository's main branch)")
+    p.set_defaults(func=_cmd_push)
     return parser
 
 

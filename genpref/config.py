@@ -173,7 +173,8 @@ class TrainConfig:
     sample_every: int = 0  # write validation samples every N steps (0 = only at the end)
     sample_prompts: list[str] = field(default_factory=list)  # prompts for validation samples
     sample_seeds: list[int] = field(default_factory=lambda: [0, 1])  # seeds for validation samples
-    tensorboard: bool = True  # also log to <output_dir>/tensorboard
+    tensorboard: bool = True  # also log to <output_dir>/tensorboard (when report_to is null)
+    report_to: list[str] | None = None  # accelerate trackers: tensorboard | wandb | mlflow | ...; null = [tensorboard] if tensorboard
     disable_dropout: bool = True  # dropout off in the policy, so e_θ and e_ref are comparable (as TRL's DPO)
 
 
@@ -227,6 +228,13 @@ def _suggest(key: str, valid: list[str]) -> str:
     candidates.update({a: t for a, t in ALIASES.items() if t in valid})
     close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.6)
     return f" (did you mean '{candidates[close[0]]}'?)" if close else ""
+
+
+def _suggest_section(key: str) -> str:
+    """A section-less key that is some section's key (`lr` -> `train.lr`): name the section(s)."""
+    names = {key, ALIASES.get(key, key)}
+    matches = [k for k in valid_keys() if "." in k and k.rsplit(".", 1)[1] in names]
+    return f" (did you mean {' or '.join(repr(m) for m in matches)}?)" if matches else ""
 
 
 def _type_name(tp: Any) -> str:
@@ -296,7 +304,8 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
     for key in values:
         if key not in names:
             where = f"{prefix}.{key}" if prefix else str(key)
-            raise ConfigError(f"unknown key '{where}'{_suggest(str(key), names)}")
+            hint = ("" if prefix else _suggest_section(str(key))) or _suggest(str(key), names)
+            raise ConfigError(f"unknown key '{where}'{hint}")
     kwargs = {}
     for name in names:
         if name in values:

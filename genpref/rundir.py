@@ -1,7 +1,8 @@
-"""The run directory of DESIGN §7: config.yaml, run.json, metrics.jsonl (+ TensorBoard), written by rank 0."""
+"""The run directory of DESIGN §7: config.yaml, run.json, metrics.jsonl (+ accelerate trackers), written by rank 0."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -92,13 +93,67 @@ def write_run_files(run_dir: Path, cfg: Config, world_size: int, resumed_from: s
     (run_dir / "run.json").write_text(json.dumps(info, indent=1))
 
 
-class MetricsLog:
-    """One JSON object per logged step in metrics.jsonl (+ TensorBoard scalars). No-op off rank 0."""
+# accelerate's tracker names (accelerate.tracking.LOGGER_TYPE_TO_CLASS) -> the package each one needs
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet_ml", "aim": "aim",
+            "clearml": "clearml", "dvclive": "dvclive", "swanlab": "swanlab", "trackio": "trackio"}
 
-    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool, resume_step: int | None):
+
+def tracker_names(train_cfg) -> list[str]:
+    """train.report_to, or [tensorboard] when it is null and train.tensorboard is on."""
+    if train_cfg.report_to is not None:
+        return list(train_cfg.report_to)
+    return ["tensorboard"] if train_cfg.tensorboard else []
+
+
+def flat_config(cfg: Config) -> dict:
+    """{"train.lr": 1e-4, ...}: scalars as they are, lists and mappings as text (trackers store scalars)."""
+    out = {}
+
+    def walk(node, prefix):
+        for k, v in node.items():
+            if isinstance(v, dict) and v:
+                walk(v, f"{prefix}{k}.")
+            else:
+                out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+
+    walk(dataclasses.asdict(cfg), "")
+    return out
+
+
+def start_tracker(name: str, run_dir: Path, config: dict | None):
+    """An accelerate tracker writing under the run directory: tensorboard to <run>/tensorboard, wandb to
+    <run>/wandb (project genpref, run name = the directory's name), others with the run's name."""
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+    from genpref.errors import UserError
+
+    cls = LOGGER_TYPE_TO_CLASS[name]
+    if name == "tensorboard":
+        tracker = cls("tensorboard", str(run_dir))
+    elif name == "wandb":
+        tracker = cls("genpref", name=run_dir.name, dir=str(run_dir))
+    elif cls.requires_logging_directory:
+        tracker = cls(run_dir.name, str(run_dir))
+    else:
+        tracker = cls(run_dir.name)
+    try:
+        tracker.start()
+    except ImportError as err:
+        raise UserError(f"train.report_to: {name} needs the package {TRACKERS[name]!r} ({err})") from None
+    if config and name != "tensorboard":  # tensorboard's hparams want a metric of their own; config.yaml holds it all
+        tracker.store_init_configuration(config)
+    return tracker
+
+
+class MetricsLog:
+    """One JSON object per logged step in metrics.jsonl, always, plus the accelerate trackers named in
+    train.report_to (TensorBoard, Weights & Biases, MLflow, ...). No-op off rank 0."""
+
+    def __init__(self, run_dir: Path, enabled: bool, trackers=("tensorboard",), resume_step: int | None = None,
+                 config: dict | None = None):  # fmt: skip
         self.enabled = enabled
         self.path = run_dir / "metrics.jsonl"
-        self.writer = None
+        self.trackers = []
         if not enabled:
             return
         if resume_step is not None and self.path.exists():
@@ -107,13 +162,7 @@ class MetricsLog:
             self.path.write_text("".join(ln + "\n" for ln in kept))
         elif resume_step is None:
             self.path.write_text("")
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
-            except ImportError:
-                self.writer = None
+        self.trackers = [start_tracker(name, run_dir, config) for name in trackers]
 
     def log(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:
@@ -121,14 +170,14 @@ class MetricsLog:
         row = {"step": step, **{k: (v if math.isfinite(v) else None) for k, v in values.items()}}
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
-        if self.writer:
-            for k, v in values.items():
-                if math.isfinite(v):
-                    self.writer.add_scalar(k, v, step)
+        finite = {k: float(v) for k, v in values.items() if math.isfinite(v)}
+        for tracker in self.trackers:
+            tracker.log(finite, step=step)
 
     def close(self) -> None:
-        if self.writer:
-            self.writer.close()
+        for tracker in self.trackers:
+            tracker.finish()
+        self.trackers = []
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

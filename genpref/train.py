@@ -22,11 +22,12 @@ from genpref.config import Config
 from genpref.errors import UserError
 from genpref.forward import branch_errors
 from genpref.guards import BadLossGuard, CollapseGuard, Diverged, check_weights_finite, rollback_or_stop
+from genpref.modelcard import write_model_card
 from genpref.objectives import build_objective
 from genpref.online import RolloutPolicy
 from genpref.recipes import SourceContext
 from genpref.rl_guards import RLGuard
-from genpref.rundir import MetricsLog, claim_for_fresh_start, write_run_files
+from genpref.rundir import MetricsLog, claim_for_fresh_start, flat_config, tracker_names, write_run_files
 
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -199,7 +200,7 @@ def _train(cfg: Config) -> Path:
         say(f"resumed from {resume_from} at step {start}")
     if main:
         write_run_files(run_dir, cfg, world, str(resume_from) if resume_from else None)
-    log = MetricsLog(run_dir, main, t.tensorboard, start if resume_from else None)
+    log = MetricsLog(run_dir, main, tracker_names(t), start if resume_from else None, flat_config(cfg))
 
     def save_checkpoint(step: int) -> None:
         shared = {
@@ -293,6 +294,7 @@ def _train(cfg: Config) -> Path:
             check_weights_finite(named_params, t.max_steps, "final weights")
             checkpoint.save_final(run_dir, adapter.save_final)
             write_samples(adapter, cfg, run_dir, "final")
+            write_model_card(run_dir)
             if ema is not None:
                 ema.restore(params)
         say(f"done: {run_dir}")

@@ -79,11 +79,13 @@ def generate_features(adapter, texts: Sequence[str], lengths: Sequence[int], see
 def sample(run_dir: str | Path, prompts: Sequence[str], seeds: Sequence[int] = (0,), out: str | Path = "samples",
            steps: int | None = None, guidance: float | None = None, solver: str | None = None,
            seconds: float = DEFAULT_SECONDS) -> Path:
-    """Per (prompt, seed): features .npy, joint positions .npy (recovered from the features) and a GIF."""
+    """Per (prompt, seed): features .npy, joint positions .npy (recovered from the features) and a GIF.
+    Sampler settings not given come from the run's `eval:` section, else the family's published sampler."""
     if not prompts:
         raise UserError("sample: give at least one --prompt")
-    adapter, _ = load_run(run_dir)
-    steps, guidance = _sampler_settings(adapter, steps, guidance, solver)
+    adapter, cfg = load_run(run_dir)
+    sampler = sampler_settings(adapter, cfg, solver, steps, guidance)
+    adapter.solver, steps, guidance = sampler["solver"], sampler["steps"], sampler["guidance"]
     frames = int(seconds * 20)
     motions, captions = [], []
     for seed in seeds:
@@ -94,20 +96,49 @@ def sample(run_dir: str | Path, prompts: Sequence[str], seeds: Sequence[int] = (
     return out
 
 
-def _eval_paths(cfg: Config, args) -> tuple[Path, Path, Path | str]:
+def run_data_root(target: str | Path) -> str | None:
+    """The data.root a run was trained on (load_run clears it when the run's statistics travel with its
+    weights, but its test split is what the run is evaluated on by default)."""
+    from genpref.config import read_yaml
+
+    target = Path(target)
+    path = target / "config.yaml" if target.is_dir() else target
+    return (read_yaml(path).get("data") or {}).get("root")
+
+
+def sampler_settings(adapter, cfg: Config, solver: str | None, steps: int | None, guidance: float | None) -> dict:
+    """Sampler settings for `genpref eval` / `sample`, each with where it came from: the command line, the
+    run's `eval:` section (what the run was evaluated with when it was made), else the family's published
+    sampler (MDM: DDPM over all steps, guidance 2.5; MLD: DDIM 50, 7.5)."""
+    ev = cfg.eval or {}
+    pub_solver, pub_steps, pub_guidance = adapter.published_sampler
+    published = {"solver": pub_solver, "steps": pub_steps or adapter.noise_scheduler.config.num_train_timesteps,
+                 "guidance": pub_guidance}
+    given = {"solver": solver, "steps": steps, "guidance": guidance}
+    settings, sources = {}, {}
+    for key, cast in (("solver", str), ("steps", int), ("guidance", float)):
+        for source, value in (("command line", given[key]), ("eval." + key, ev.get(key)), ("published", published[key])):
+            if value is not None:
+                settings[key], sources[key] = cast(value), source
+                break
+    return {**settings, "from": sources}
+
+
+def _eval_paths(cfg: Config, args, run_root: str | None) -> tuple[Path, Path, Path | str]:
     ev = cfg.eval or {}
     evaluator = args.evaluator or ev.get("evaluator")
     glove = args.glove or ev.get("glove")
-    root = ev.get("root") or cfg.data.root
+    root = getattr(args, "root", None) or ev.get("root") or cfg.data.root or run_root
     if not evaluator:
         raise UserError("motion eval needs the T2M evaluator: --evaluator PATH/finest.tar or eval.evaluator in the config")
     if not glove:
         raise UserError("motion eval needs the GloVe word vectors: --glove DIR (our_vab_*) or eval.glove in the config")
     if not root:
-        raise UserError("motion eval needs a HumanML3D-format test split: eval.root or data.root")
+        raise UserError("motion eval needs a HumanML3D-format test split: --root DIR, eval.root, or the run's data.root")
     if str(root).startswith("tiny://"):
         from motion.adapter import data_root
 
+        cfg.data.root = root
         root = data_root(cfg)
     evaluator = Path(evaluator)
     if evaluator.is_dir():
@@ -124,14 +155,19 @@ def evaluate(target: str | Path, args) -> dict:
     from motion.evaluator import Evaluator
     from motion.glove import WordVectorizer
 
+    run_root = run_data_root(target)
     adapter, cfg = load_run(target, overrides=args.overrides)
-    evaluator_path, glove_dir, root = _eval_paths(cfg, args)
+    evaluator_path, glove_dir, root = _eval_paths(cfg, args, run_root)
     ev = cfg.eval or {}
     device = adapter.device
     evaluator = Evaluator.load(evaluator_path, device=device)
     vectorizer = WordVectorizer.load(glove_dir)
-    steps, guidance = _sampler_settings(adapter, args.steps or ev.get("steps"), args.guidance if args.guidance is not None else ev.get("guidance"),
-                                        args.solver or ev.get("solver"))
+    sampler = sampler_settings(adapter, cfg, args.solver, args.steps, args.guidance)
+    adapter.solver = sampler["solver"]
+    steps, guidance = sampler["steps"], sampler["guidance"]
+    if distributed.is_main():
+        print(f"genpref eval: test split {root}; sampler {sampler['solver']}, {steps} steps, guidance {guidance} ("
+              + ", ".join(f"{k} from {v}" for k, v in sampler["from"].items()) + ")")
     out = Path(args.out) if args.out else (Path(target) / "eval" if Path(target).is_dir() else Path("eval"))
     out.mkdir(parents=True, exist_ok=True)
     kept: list = []
@@ -156,7 +192,8 @@ def evaluate(target: str | Path, args) -> dict:
     )
     if not distributed.is_main():  # every process generated its share; one writes the results
         return results
-    results["sampler"] = {"solver": adapter.solver, "steps": steps, "guidance": guidance}
+    results["sampler"] = sampler
+    results["root"] = str(root)
     results["target"] = str(target)
     (out / "eval.json").write_text(json.dumps(results, indent=1))
     table = format_table(results)

@@ -70,7 +70,9 @@ def recipe_config(file: str, overrides: dict):
 
 def common_overrides(base: Path, data_root: Path, evaluator: Path, seed: int) -> dict:
     return {"model.path": str(base), "model.text_encoder": str(data_root / "text_encoder"), "data.root": str(data_root),
-            "train.seed": seed, "train.sample_prompts": [], "train.checkpoint_every": 0, "eval.evaluator": str(evaluator)}  # fmt: skip
+            "train.seed": seed, "train.sample_prompts": [], "train.checkpoint_every": 0, "eval.evaluator": str(evaluator),
+            # the sampler this demo evaluates with, so `genpref eval RUN` on a demo run reproduces its numbers
+            "eval.glove": str(data_root / "glove"), "eval.solver": EVAL["solver"], "eval.steps": EVAL["steps"], "eval.guidance": 1.0}  # fmt: skip
 
 
 def with_reward_paths(cfg, evaluator: Path):

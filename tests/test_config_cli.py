@@ -1,5 +1,6 @@
 """Config checking and the CLI as a user types it: exit codes, one-line messages, no torch for --help."""
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,90 @@ def test_every_shipped_config_validates():
 def test_schema_lists_dotted_keys():
     keys = valid_keys()
     assert "train.lr" in keys and "model.lora.rank" in keys and "objective.tau_quantile" in keys
+
+
+# ---- a newcomer's path (issue 20)
+
+TINY_DRO, TINY_SOPO = ROOT / "configs/image/tiny_dro.yaml", ROOT / "configs/motion/tiny_mdm_sopo.yaml"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("lr=1e-4", "unknown key 'lr' (did you mean 'train.lr'?)"),
+        ("learning_rate=1e-4", "unknown key 'learning_rate' (did you mean 'train.lr'?)"),
+        ("rank=2", "unknown key 'rank' (did you mean 'model.lora.rank'?)"),
+        ("steps=3", "unknown key 'steps' (did you mean 'online.steps' or 'train.max_steps'?)"),
+        ("trian.lr=1", "unknown key 'trian' (did you mean 'train'?)"),
+    ],
+)
+def test_a_key_without_its_section_gets_the_section(tmp_path, override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, BASE), [override])
+    assert str(err.value).endswith(message)
+
+
+@pytest.mark.parametrize(
+    "config, kind, message",
+    [
+        (TINY_DRO, "tiny-mdm", "'model.kind' 'tiny-mdm' is a motion model, but data.experts is set, which only image models "
+                               "read; image model kinds: sd15, sdxl, tiny-sd, tiny-sdxl, shapes-unet"),
+        (TINY_SOPO, "tiny-sd", "'model.kind' 'tiny-sd' is an image model, but data.root is set, which only motion models "
+                               "read; motion model kinds: mdm, mld, tiny-mdm, tiny-mld"),
+    ],
+)
+def test_validate_catches_a_model_kind_of_the_wrong_modality(tmp_path, config, kind, message):
+    out = run_cli("validate", str(config), f"model.kind={kind}")
+    assert out.returncode == 2 and out.stderr.strip() == f"genpref: config error: {message}"
+    run = tmp_path / "run"
+    out = run_cli("train", str(config), f"model.kind={kind}", f"train.output_dir={run}")
+    assert out.returncode == 2 and message in out.stderr and not run.exists()  # no partial run directory
+
+
+def test_version_and_help_on_every_argument():
+    from genpref.cli import make_parser
+
+    out = run_cli("--version")
+    assert out.returncode == 0 and out.stdout.strip() == "genpref 0.1.0"
+    parser = make_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert {"train", "validate", "sample", "eval", "report", "demo", "bench", "export", "push"} <= set(subparsers.choices)
+    missing = [f"{name} {'/'.join(a.option_strings) or a.dest}" for name, sub in subparsers.choices.items()
+               for a in sub._actions if not a.help]
+    assert not missing, f"arguments without help text: {missing}"
+
+
+@pytest.mark.parametrize("command", ["sample", "eval", "export", "push", "report"])
+def test_a_missing_run_directory_is_named_as_one(tmp_path, command):
+    extra = {"sample": ["--prompt", "x", "--out", "y"], "export": ["--out", "y"], "push": ["--repo", "me/x"]}.get(command, [])
+    out = run_cli(command, str(tmp_path / "nope"), *extra)
+    assert out.returncode == 1
+    wanted = "a run directory or a config file" if command == "eval" else "a run directory"
+    assert f"{tmp_path / 'nope'}: not found; expected {wanted}" in out.stderr, out.stderr
+    (tmp_path / "empty").mkdir()
+    out = run_cli(command, str(tmp_path / "empty"), *extra)
+    assert out.returncode == 1 and "not a run directory" in out.stderr and "config file not found" not in out.stderr
+
+
+def test_scorer_takes_its_weights_path_on_the_command_line():
+    from genpref.cli import make_parser
+    from genpref.config import from_dict
+    from image.evaluate import scorer_specs
+
+    args, _ = make_parser().parse_known_args(["eval", "runs/x", "--scorer", "pickscore=/models/PickScore_v1", "--scorer", "clip"])
+    cfg = from_dict({"model": {"kind": "tiny-sd"}, "objective": {"name": "dpo"}, "train": {"output_dir": "o"}})
+    specs = scorer_specs(args.scorer, cfg, "prompts.txt")
+    assert [(s.name, s.path) for s in specs] == [("pickscore", "/models/PickScore_v1"), ("clip", None)]
+
+
+def test_outputs_are_ignored_by_git():
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert {"/runs/", "/genpref-demo/", "/genpref-report.html", "/eval/"} <= set(ignored)
+
+
+def test_validate_imports_no_torch_even_with_trackers_and_modality_checks():
+    code = ("import sys; from genpref.cli import main\n"
+            "rc = main(['validate', 'configs/image/tiny_dpo.yaml', 'train.report_to=[tensorboard]'])\n"
+            "print(rc, 'torch' in sys.modules, 'accelerate' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip().splitlines()[-1] == "0 False False", out.stderr

@@ -33,7 +33,8 @@ def test_report_embeds_everything(tmp_path):
     assert "failed: boom" in page
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["image"]["paired"][0]["diff"] == 0.13 and saved["meta"] == {"seed": 0}
-    assert "<b>lr</b>: 0.0001" in page and "{margin: 0.001}" in page  # small settings are not rounded to 0
+    # settings as a table, nested ones as dotted names; small settings are not rounded to 0
+    assert "<code>lr</code></td><td class='l'>0.0001<" in page and "<code>dro.margin</code></td><td class='l'>0.001<" in page
 
 
 def test_demo_collects_a_half_and_fails_clearly_after_writing_the_report(tmp_path, monkeypatch):
