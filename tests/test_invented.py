@@ -81,8 +81,8 @@ def test_implicit_reward_is_reference_error_minus_policy_error(tmp_path, draws):
     pos = [10, 11, 12, 13, 14, 15]
     got = implicit_reward(ctx, batch, pos)
     want = by_hand_implicit_reward(ctx, batch, pos, draws)
-    assert torch.allclose(got, want, atol=1e-6)
-    assert (want > 0).any() and (want < 0).any()  # a sign flip cannot pass
+    assert torch.allclose(got, want, atol=1e-5)  # float32 rounding of two routes to x_t
+    assert (want > 1e-3).any() and (want < -1e-3).any()  # a sign flip cannot pass
 
 
 def test_implicit_reward_is_zero_when_policy_equals_reference(tmp_path):
@@ -446,3 +446,14 @@ def test_timestep_jitter_defaults_on_for_dro_rollouts_only(tmp_path):
     assert toy_ctx(cfg_for(tmp_path, "dpo", "data.source=expert_vs_sample")).jitter is False
     assert toy_ctx(cfg_for(tmp_path, "dro", "online.timestep_jitter=false")).jitter is False
     assert toy_ctx(cfg_for(tmp_path, "dro", "data.source=expert_vs_sample")).jitter is False
+
+
+@pytest.mark.parametrize("section,key", [("model", "ema_path"), ("data", "num_workers")])
+def test_keys_that_did_nothing_are_gone(section, key):
+    """model.ema_path and data.num_workers were accepted and ignored; now a config naming them is refused."""
+    from genpref.config import ConfigError
+
+    data = {"model": {"kind": "toy"}, "data": {}, "objective": {"name": "dpo"}, "train": {"output_dir": "x"}}
+    data[section][key] = 1
+    with pytest.raises(ConfigError, match=f"unknown key '{section}.{key}'"):
+        from_dict(data)
