@@ -457,3 +457,97 @@ def test_keys_that_did_nothing_are_gone(section, key):
     data[section][key] = 1
     with pytest.raises(ConfigError, match=f"unknown key '{section}.{key}'"):
         from_dict(data)
+
+
+# ---------------------------------------------------------------------------------------------- every logged metric
+
+
+ERR = {"w": torch.tensor([0.1, 0.3]), "l": torch.tensor([0.4, 0.2]), "x": torch.tensor([0.1, 0.3]), "kl": torch.tensor([0.5, 0.7])}
+REF = {"w": torch.tensor([0.3, 0.1]), "l": torch.tensor([0.2, 0.2]), "x": torch.tensor([0.2, 0.2])}
+
+
+def _values(metrics):
+    return {k: pytest.approx(float(v), abs=1e-6) for k, v in metrics.items()}
+
+
+def _floats(metrics):
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def test_every_metric_of_every_objective_by_hand():
+    """The logged dictionaries, key for key (benchmarks and the collapse guard read them by name).
+    Pair 0: Δ_w = −.2, Δ_l = .2; pair 1: Δ_w = .2, Δ_l = 0. DRO gap = −Δ_w + Δ_l = (.4, −.2)."""
+    _, m = DRO(margin=0.001)(ERR, REF, {})
+    assert _floats(m) == _values({"e_w": 0.2, "e_ref_w": 0.2, "e_l": 0.3, "e_ref_l": 0.2, "hinge_active": 0.5, "margin": 0.1,
+                         "margin_min": -0.2, "margin_max": 0.4, "implicit_acc": 0.5})  # fmt: skip
+    _, m = DPO(beta=10.0)(ERR, REF, {})  # z = 5·gap = (2, −1)
+    assert _floats(m) == _values({"e_w": 0.2, "e_ref_w": 0.2, "e_l": 0.3, "e_ref_l": 0.2, "margin": 0.5, "margin_min": -1.0,
+                         "margin_max": 2.0, "implicit_acc": 0.5})  # fmt: skip
+    extras = {"loser_reward": torch.tensor([0.3, 0.5]), "winner_similarity": torch.tensor([0.5, 0.2])}
+    _, m = SoPo(beta=1.0)(ERR, REF, extras)  # code: (1.5·−.2 − .2, 1.8·.2 − 0) = (−.5, .36)
+    assert _floats(m) == _values({"e_w": 0.2, "e_ref_w": 0.2, "open_gate": 0.5, "tau": 0.45, "loser_reward": 0.4,
+                         "winner_similarity": 0.35, "sigmoid_arg_min": -0.5, "sigmoid_arg_max": 0.36, "margin": 0.1,
+                         "margin_min": -0.2, "margin_max": 0.4, "implicit_acc": 0.5})  # fmt: skip
+    _, m = KTO()(ERR, REF, {"desirable": torch.tensor([True, False])})  # g = (.1, −.1): both right
+    assert _floats(m) == _values({"e_w": 0.1, "e_ref_w": 0.2, "implicit_acc": 1.0, "desirable_frac": 0.5})
+    _, m = KTO()(ERR, REF, {"desirable": torch.tensor([False, False])})  # nothing desirable: every sample
+    assert _floats(m) == _values({"e_w": 0.2, "e_ref_w": 0.2, "implicit_acc": 0.5, "desirable_frac": 0.0})
+    from genpref.objectives import SFT, WithKL
+
+    loss, m = SFT()(ERR, REF, {})
+    assert _floats(m) == _values({"e_w": 0.2, "e_ref_w": 0.2}) and torch.equal(loss, ERR["w"])
+    assert _floats(SFT()(ERR, {}, {})[1]) == _values({"e_w": 0.2})
+    loss, m = WithKL(DPO(beta=10.0), 2.0)(ERR, REF, {"label": torch.ones(2)})
+    plain = DPO(beta=10.0)(ERR, REF, {})[0]
+    assert torch.allclose(loss, plain + 2.0 * ERR["kl"]) and m["kl"].item() == pytest.approx(0.6)
+    assert WithKL(SFT(), 1.0).branches == ("w", "kl") and WithKL(SFT(), 1.0).needs_reference
+
+
+def test_objectives_pass_their_constants_to_the_losses():
+    from genpref import losses
+
+    extras = {"loser_reward": torch.tensor([0.3, 0.5]), "winner_similarity": torch.tensor([0.5, 0.2])}
+    got = SoPo(tau=0.4, c=3.0, beta=2.0, form="eq17")(ERR, REF, extras)[0]
+    assert torch.allclose(got, losses.sopo(ERR["w"], ERR["l"], REF["w"], REF["l"], extras["loser_reward"],
+                                           extras["winner_similarity"], 0.4, 3.0, 2.0, "eq17"))  # fmt: skip
+    assert not torch.allclose(got, losses.sopo(ERR["w"], ERR["l"], REF["w"], REF["l"], extras["loser_reward"],
+                                               extras["winner_similarity"], 0.4, 3.0, 2.0, "code"))  # fmt: skip
+    assert torch.allclose(DRO(margin=0.3)(ERR, REF, {})[0], torch.tensor([0.0, 0.5]))  # relu(−gap + m)
+    want = torch.tensor([True, False])
+    got = KTO(beta=7.0, z_ref=0.05, w_desirable=2.0, w_undesirable=3.0)(ERR, REF, {"desirable": want})[0]
+    assert torch.allclose(got, losses.diffusion_kto(ERR["x"], REF["x"], want, 7.0, 0.05, 2.0, 3.0))
+    assert torch.allclose(DPO(beta=10.0, kind="hinge")(ERR, REF, {})[0], torch.tensor([0.0, 2.0]))  # relu(1 − z)
+
+
+def test_direct_reward_loss_and_metrics_by_hand():
+    """½·(r − V − β·g)², g = e_ref − e = (.1, −.1), V = 0 at start, β = 2: residual (1 − .2, 0 + .2)."""
+    from genpref.objectives import DirectReward
+
+    obj = DirectReward(beta=2.0, num_prompts=3)
+    extras = {"rating": torch.tensor([1.0, 0.0]), "prompt_index": torch.tensor([2, 0])}
+    loss, m = obj(ERR, REF, extras)
+    assert loss.tolist() == pytest.approx([0.5 * 0.8**2, 0.5 * 0.2**2])
+    assert _floats(m) == _values({"e_w": 0.1, "e_ref_w": 0.2, "value": 0.0, "residual": 0.5, "implicit_acc": 1.0})
+    with torch.no_grad():
+        obj.value.weight[2] = 0.5  # V(prompt 2) enters with a minus sign
+    assert obj(ERR, REF, extras)[0].tolist() == pytest.approx([0.5 * 0.3**2, 0.5 * 0.2**2])
+    extras["rating"] = torch.tensor([0.5, 0.2])  # 0.5 counts as desirable
+    assert obj(ERR, REF, extras)[1]["e_w"].item() == pytest.approx(0.1)
+
+
+def test_offline_and_rating_sources_carry_labels_and_desirability(tmp_path):
+    from genpref.recipes import OfflinePairs, Ratings
+
+    ctx = toy_ctx(cfg_for(tmp_path, "dpo"))
+    items = [{"prompt": "left", "w": [0.0, 0.0], "l": [1.0, 1.0], "label": 0.5}, {"prompt": "up", "w": [0.0, 1.0], "l": [2.0, 2.0]}]
+    src = OfflinePairs(ctx, items)
+    src.stream.item = lambda p: p  # stream order = item order
+    tb = src.batch_at([0, 1])
+    assert tb.extras["label"].tolist() == [0.5, 1.0]  # a kept tie keeps 0.5; no label = a clear win
+    assert tb.branches["w"].batch.x0.tolist() == [[0.0, 0.0], [0.0, 1.0]] and tb.branches["l"].batch.x0[1].tolist() == [2.0, 2.0]
+    rated = [{"prompt": p, "x": [0.0, 0.0], "rating": r} for p, r in [("up", 0.5), ("left", 0.49), ("up", 1.0)]]
+    src = Ratings(ctx, rated)
+    src.stream.item = lambda p: p
+    tb = src.batch_at([0, 1, 2])
+    assert tb.extras["desirable"].tolist() == [True, False, True]
+    assert tb.extras["prompt_index"].tolist() == [1, 0, 1] and src.num_prompts == 2  # sorted prompts: left, up
