@@ -35,6 +35,9 @@ def test_two_processes_equal_one_with_grad_accum_two(tmp_path, source):
     for a, b in zip(one, two):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
         assert a["e_w"] == pytest.approx(b["e_w"], abs=1e-5) and a["e_l"] == pytest.approx(b["e_l"], abs=1e-5)
+    if source != "ai_feedback":
+        return
     # and the relation that does NOT hold: one process of the same global batch draws other samples
     full = _train(tmp_path / "full", 1, "train.batch_size=8", *ONLINE[source])
-    assert full[0]["e_ref_l"] != pytest.approx(two[0]["e_ref_l"], abs=1e-5)  # the dispreferred side is generated
+    drawn = lambda row: (row["e_w"], row["e_ref_l"])  # errors on what was generated (DRO: the rollout states' t)
+    assert drawn(full[0]) != pytest.approx(drawn(two[0]), rel=1e-6, abs=1e-12)
