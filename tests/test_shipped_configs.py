@@ -39,8 +39,8 @@ def tiny_data(tmp_path_factory):
 
 def test_the_production_configs_are_all_here():
     names = [p.name for p in PRODUCTION]
-    assert names == ["sd15_dpo.yaml", "sd15_dro.yaml", "sd15_oaif.yaml", "sdxl_dpo.yaml", "sdxl_dro.yaml",
-                     "mdm_sopo.yaml", "mld_sopo.yaml"]  # fmt: skip
+    assert names == ["sd15_dpo.yaml", "sd15_dro.yaml", "sd15_grpo.yaml", "sd15_oaif.yaml", "sdxl_dpo.yaml",
+                     "sdxl_dro.yaml", "mdm_grpo.yaml", "mdm_sopo.yaml", "mld_grpo.yaml", "mld_sopo.yaml"]  # fmt: skip
 
 
 def tiny_twin_values(shipped, tiny_data: dict, out: Path) -> dict:
