@@ -154,8 +154,7 @@ def test_policy_target_rollout_prediction_regresses_onto_the_recorded_prediction
         again = ctx.adapter.predict(l.x_t, l.t, l.batch)
     assert torch.allclose(l.target, again, atol=1e-5)
     assert torch.equal(w.t, l.t)
-    ctx.adapter.sampler.set_timesteps(4)
-    assert set(l.t.tolist()) <= set(range(100)) and not torch.equal(l.target, w.target)
+    assert not torch.equal(l.target, w.target)  # not the expert's ε
 
 
 # ---------------------------------------------------------------------------------------------- selection
