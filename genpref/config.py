@@ -48,7 +48,6 @@ class ModelConfig:
     text_encoder: str | None = None  # local text-encoder directory (CLIP) for motion models
     vae_path: str | None = None  # a separate VAE (SDXL fp16-fix VAE, or a motion VAE checkpoint)
     size: str = "default"  # size preset for tiny models (tests, demos)
-    ema_path: str | None = None  # load EMA/avg weights when the checkpoint carries them
     use_avg: bool = False  # MDM: prefer 'model_avg' in {'model', 'model_avg'} checkpoints
 
 
@@ -69,7 +68,6 @@ class DataConfig:
     max_items: int | None = None  # use only the first N items (debugging)
     max_motion_length: int = 196  # frames (HumanML3D: 196 at 20 fps)
     min_motion_length: int = 40  # shorter motions are skipped (published filter)
-    num_workers: int = 0  # data-loading worker processes
     source: str | None = None  # pair source; null = the objective's default (see `genpref validate`)
     empty_prompt_prob: float = 0.0  # replace a training item's prompt by "" with this probability (CFG; DPO/DRO publish 0.2)
 

@@ -109,7 +109,9 @@ class SoPo:
         loss = loss + self.sft_weight * err["w"]
         delta_w, delta_l = err["w"] - ref["w"], err["l"] - ref["l"]
         gate = (r_l < tau).float()
-        arg = self.beta * ((self.c - s) * delta_w - gate * delta_l)
+        weight = self.c - s
+        # the sigmoid's argument as the configured form computes it (the loss is −log σ(−arg))
+        arg = self.beta * (weight * delta_w - gate * delta_l if self.form == "code" else weight * (delta_w - gate * delta_l))
         return loss, {
             **_pref_metrics(err["w"], ref["w"]),
             "open_gate": gate.mean(),
