@@ -169,6 +169,7 @@ class TrainConfig:
     sample_prompts: list[str] = field(default_factory=list)  # prompts for validation samples
     sample_seeds: list[int] = field(default_factory=lambda: [0, 1])  # seeds for validation samples
     tensorboard: bool = True  # also log to <output_dir>/tensorboard
+    precompute_reference: bool = False  # offline data: reference errors computed in one no-grad pass per epoch, not every step
     disable_dropout: bool = True  # dropout off in the policy, so e_θ and e_ref are comparable (as TRL's DPO)
 
 

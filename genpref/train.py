@@ -65,6 +65,15 @@ def check_ranks_in_sync(accelerator, params: list[torch.nn.Parameter], run_dir: 
             warnings.warn("trainable weights differ across ranks after training", stacklevel=1)
 
 
+def with_precomputed_reference(source, cfg: Config, accelerator):
+    """train.precompute_reference: the source's batches carry reference errors computed ahead."""
+    if not cfg.train.precompute_reference:
+        return source
+    from genpref.precompute import PrecomputedReference
+
+    return PrecomputedReference(source, accelerator.autocast)
+
+
 # ---------------------------------------------------------------------------------------------- samples
 
 
@@ -128,6 +137,7 @@ def train(cfg: Config) -> Path:
     ctx = SourceContext(adapter, cfg, accelerator.device, rank, world, rollout, reward)
     source = build.build_source(ctx, cfg)
     objective = build_objective(cfg.objective, source)
+    source = with_precomputed_reference(source, cfg, accelerator)
     # objectives with parameters of their own (a value table): optimised too, gradients averaged by hand
     own = list(objective.named_parameters()) if isinstance(objective, torch.nn.Module) else []
     if own:
@@ -210,7 +220,7 @@ def train(cfg: Config) -> Path:
                 last = micro == t.grad_accum - 1
                 with nullcontext() if last else accelerator.no_sync(adapter.denoiser):
                     with accelerator.autocast():
-                        err, ref = branch_errors(adapter, tb.branches, objective.needs_reference)
+                        err, ref = branch_errors(adapter, tb.branches, objective.needs_reference, tb.reference)
                         loss_vec, metrics = objective(err, ref, tb.extras)
                     loss = loss_vec.float().mean()
                     ok = torch.isfinite(loss).float()
