@@ -163,8 +163,30 @@ def run_genpref(args, device, precompute: bool) -> dict:
 # ---------------------------------------------------------------------------------------------- the script
 
 
-def run_script(args, device) -> dict:
-    """The diffusers DPO script's training loop, re-written step for step (see the module docstring)."""
+def script_models(out: str, args, model_dir: str | None):
+    """The script's models: from_pretrained from a diffusers directory as it loads them, or the same tiny
+    random weights genpref builds (the step benchmark, which does not time loading)."""
+    if model_dir is None:
+        from image.models import build_tiny
+
+        c = build_tiny("sd", args.size, tokenizer_dir=Path(out) / "tokenizer")
+        return c.unet, c.vae, c.text_encoders[0], c.tokenizers[0], c.scheduler
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import AutoTokenizer, CLIPTextModel, PretrainedConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, subfolder="tokenizer", use_fast=False)
+    architecture = PretrainedConfig.from_pretrained(model_dir, subfolder="text_encoder").architectures[0]
+    assert architecture == "CLIPTextModel", architecture  # its import_model_class_from_model_name_or_path
+    scheduler = DDPMScheduler.from_pretrained(model_dir, subfolder="scheduler")
+    text_encoder = CLIPTextModel.from_pretrained(model_dir, subfolder="text_encoder")
+    vae = AutoencoderKL.from_pretrained(model_dir, subfolder="vae")
+    unet = UNet2DConditionModel.from_pretrained(model_dir, subfolder="unet")
+    return unet, vae, text_encoder, tokenizer, scheduler
+
+
+def run_script(args, device, model_dir: str | None = None, after_step=None) -> dict:
+    """The diffusers DPO script's training loop, re-written step for step (see the module docstring).
+    `after_step(k)` is called after each step (the start-up benchmark marks the first)."""
     import io
 
     import pyarrow.parquet as pq
@@ -178,14 +200,11 @@ def run_script(args, device) -> dict:
     from torchvision import transforms
     from tqdm.auto import tqdm
 
-    from image.models import build_tiny
-
     out = tempfile.mkdtemp(prefix="genpref-bench-script-")
     accelerator = Accelerator(mixed_precision="no", log_with="tensorboard",
                               project_config=ProjectConfiguration(project_dir=out, logging_dir=str(Path(out) / "logs")))
     torch.manual_seed(0)
-    c = build_tiny("sd", args.size, tokenizer_dir=Path(out) / "tokenizer")
-    unet, vae, text_encoder, tokenizer, noise_scheduler = c.unet, c.vae, c.text_encoders[0], c.tokenizers[0], c.scheduler
+    unet, vae, text_encoder, tokenizer, noise_scheduler = script_models(out, args, model_dir)
     for m in (unet, vae, text_encoder):
         m.requires_grad_(False).to(device)
     unet.add_adapter(LoraConfig(r=RANK, lora_alpha=RANK, init_lora_weights="gaussian",
@@ -268,6 +287,8 @@ def run_script(args, device) -> dict:
             bar.set_postfix(**logs)
             accelerator.log(logs, step=len(stamps) + 1)
             stamps.append(clock())
+            if after_step is not None:
+                after_step(len(stamps))
     accelerator.end_training()
     times = [stamps[k] - stamps[k - 1] for k in range(1, len(stamps))]
     return {"cold": statistics.median(times), "warm": statistics.median(times), "pass_cold": 0.0, "pass_warm": 0.0,
