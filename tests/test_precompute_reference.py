@@ -109,3 +109,20 @@ def test_online_sources_are_refused(tmp_path, overrides, message):
     with pytest.raises(ConfigError) as err:
         check(toy_cfg(tmp_path, "train.precompute_reference=true", *overrides))
     assert str(err.value) == message
+
+
+def test_tiny_sd_through_the_cli_matches_the_live_reference(tmp_path):
+    """The image path (VAE latents from the cache, CLIP text, LoRA toggle) as a user types it, 3 steps over a
+    16-pair epoch with batch 8: the precomputed run logs the live run's numbers."""
+    from pathlib import Path
+
+    from genpref.cli import main
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "image" / "tiny_dpo.yaml"
+    for name, flag in (("live", "false"), ("pre", "true")):
+        assert main(["train", str(config), f"train.output_dir={tmp_path / name}", "train.max_steps=3",
+                     "train.batch_size=8", "train.checkpoint_every=0", "train.sample_prompts=[]",
+                     f"train.precompute_reference={flag}"]) == 0
+    live, pre = rows(tmp_path / "live"), rows(tmp_path / "pre")
+    assert len(live) == 3 and live == pre
+    assert live[-1]["e_w"] != live[-1]["e_ref_w"]
