@@ -177,11 +177,28 @@ def check(cfg: Config) -> None:
         pass  # prompts are read from the experts' captions / the motion split
     elif cfg.model.kind not in ("toy",) and getattr(cfg.data, data_key) is None and cfg.data.root is None:
         raise ConfigError(f"objective '{cfg.objective.name}' reads {role}: set 'data.{data_key}' (or 'data.root' for motion)")
+    check_precompute_reference(cfg)
     for key in ("pairs", "experts", "ratings", "prompts", "root"):
         value = getattr(cfg.data, key)
         synthetic = value is not None and "://" in value  # e.g. tiny://experts: written by the adapter
         if value is not None and not synthetic and not any(ch in value for ch in "*?") and not Path(value).exists():
             raise ConfigError(f"'data.{key}': {value} does not exist")
+
+
+OFFLINE_SOURCES = ("offline_pairs", "experts", "ratings")  # samples and (t, ε) fixed by the data: reference precomputable
+
+
+def check_precompute_reference(cfg: Config) -> None:
+    if not cfg.train.precompute_reference:
+        return
+    key, name = "'train.precompute_reference'", source_name(cfg)
+    if name not in OFFLINE_SOURCES:
+        raise ConfigError(f"{key} needs offline data (data.source {', '.join(OFFLINE_SOURCES)}); "
+                          f"'{name}' draws its samples online, so their reference errors cannot be computed ahead")
+    if cfg.select.by is not None or cfg.objective.kl_weight > 0:
+        raise ConfigError(f"{key} cannot serve select.by or objective.kl_weight, which run the reference on online samples")
+    if cfg.objective.name == "sft":
+        raise ConfigError(f"{key}: objective.name=sft uses no reference")
 
 
 def _module(table: dict, name: str):

@@ -173,6 +173,7 @@ class TrainConfig:
     sample_seeds: list[int] = field(default_factory=lambda: [0, 1])  # seeds for validation samples
     tensorboard: bool = True  # also log to <output_dir>/tensorboard (when report_to is null)
     report_to: list[str] | None = None  # accelerate trackers: tensorboard | wandb | mlflow | ...; null = [tensorboard] if tensorboard
+    precompute_reference: bool = False  # offline data: reference errors computed in one no-grad pass per epoch, not every step
     disable_dropout: bool = True  # dropout off in the policy, so e_θ and e_ref are comparable (as TRL's DPO)
 
 

@@ -25,6 +25,7 @@ class TrainBatch:
     branches: dict[str, Branch]
     extras: dict[str, Tensor] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)  # source-side numbers worth logging
+    reference: dict[str, Tensor] | None = None  # reference errors computed ahead (train.precompute_reference)
 
 
 @dataclass

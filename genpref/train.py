@@ -66,6 +66,23 @@ def check_ranks_in_sync(accelerator, params: list[torch.nn.Parameter], run_dir: 
             warnings.warn("trainable weights differ across ranks after training", stacklevel=1)
 
 
+def with_precomputed_reference(source, cfg: Config, accelerator):
+    """train.precompute_reference: the source's batches carry reference errors computed ahead."""
+    if not cfg.train.precompute_reference:
+        return source
+    from genpref.precompute import PrecomputedReference
+
+    return PrecomputedReference(source, accelerator.autocast)
+
+
+def micro_metrics(loss: torch.Tensor, metrics: dict, stats: dict[str, float]) -> dict[str, float]:
+    """A micro-batch's logged numbers as floats: one stack and one device-to-host copy, not one tiny op
+    (and one transfer) per metric."""
+    tensors = {"loss": loss, **metrics}
+    floats = torch.stack([v.detach().float().reshape(()) for v in tensors.values()]).tolist()
+    return {**dict(zip(tensors, floats)), **stats}
+
+
 # ---------------------------------------------------------------------------------------------- samples
 
 
@@ -144,6 +161,7 @@ def _train(cfg: Config) -> Path:
     ctx = SourceContext(adapter, cfg, accelerator.device, rank, world, rollout, reward)
     source = build.build_source(ctx, cfg)
     objective = build_objective(cfg.objective, source)
+    source = with_precomputed_reference(source, cfg, accelerator)
     # objectives with parameters of their own (a value table): optimised too, gradients averaged by hand
     own = list(objective.named_parameters()) if isinstance(objective, torch.nn.Module) else []
     if own:
@@ -229,16 +247,15 @@ def _train(cfg: Config) -> Path:
                 last = micro == t.grad_accum - 1
                 with nullcontext() if last else accelerator.no_sync(adapter.denoiser):
                     with accelerator.autocast():
-                        err, ref = branch_errors(adapter, tb.branches, objective.needs_reference)
+                        err, ref = branch_errors(adapter, tb.branches, objective.needs_reference, tb.reference)
                         loss_vec, metrics = objective(err, ref, tb.extras)
                     loss = loss_vec.float().mean()
                     ok = torch.isfinite(loss).float()
                     finite = finite and accelerator.gather(ok.reshape(1)).min().item() == 1.0
                     if finite:
                         accelerator.backward(loss / t.grad_accum)
-                values = {"loss": loss.detach(), **{k: v.detach().float() for k, v in metrics.items()}}
-                for k, v in {**values, **{k: torch.tensor(v) for k, v in tb.stats.items()}}.items():
-                    sums[k] = sums.get(k, 0.0) + v.to(accelerator.device) / t.grad_accum
+                for k, v in micro_metrics(loss, metrics, tb.stats).items():
+                    sums[k] = sums.get(k, 0.0) + v / t.grad_accum
             grad_norm = float("nan")
             if bad_loss.check(finite, step):
                 if own and world > 1:
@@ -259,7 +276,7 @@ def _train(cfg: Config) -> Path:
             source.after_optimizer_step(step)
 
             keys = sorted(sums)
-            reduced = accelerator.reduce(torch.stack([sums[k].float().reshape(()) for k in keys]), "mean").tolist()
+            reduced = accelerator.reduce(torch.tensor([sums[k] for k in keys], device=accelerator.device), "mean").tolist()
             row = dict(zip(keys, reduced))
             if "e_w" in row and "e_ref_w" in row:
                 msg = collapse.update(step, row["e_w"], row["e_ref_w"])
@@ -276,8 +293,8 @@ def _train(cfg: Config) -> Path:
                 if "e_w" in row and "e_ref_w" in row and row["e_ref_w"] > 0:
                     row["e_ratio_w"] = row["e_w"] / row["e_ref_w"]
                 log.log(step, row)
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.4g}" if math.isfinite(row["loss"]) else "nan")
+            bar.set_postfix(loss=f"{row['loss']:.4g}" if math.isfinite(row["loss"]) else "nan", refresh=False)
+            bar.update(1)  # redraws at most every 0.1 s
             if t.checkpoint_every and (step % t.checkpoint_every == 0 or step == t.max_steps) and not bad_loss.streak:
                 save_checkpoint(step)  # not while losses are NaN: those weights are no state to return to
             if t.sample_every and step % t.sample_every == 0 and main:

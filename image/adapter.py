@@ -21,7 +21,7 @@ from genpref import sampling
 from genpref.adapter import Batch, StepCallback
 from genpref.config import Config
 from genpref.errors import UserError
-from genpref.reference import adapters_disabled, eval_mode, frozen_copy, lora_config, unwrap
+from genpref.reference import LoraToggle, eval_mode, frozen_copy, lora_config, unwrap
 from image import data as image_data
 from image.cache import CachedEncoder, TensorStore
 from image.data import grid
@@ -99,6 +99,7 @@ class ImageAdapter:
         self.denoiser: nn.Module = unet
         self.noise_scheduler = components.scheduler
         self._in_reference = False
+        self._lora_toggle: LoraToggle | None = None
 
         # VAE and text encoders wait on the CPU and visit an accelerator only for cache misses and decodes.
         self.encoder_home = torch.device("cpu") if self.device.type == "cuda" else self.device
@@ -216,7 +217,9 @@ class ImageAdapter:
     @contextmanager
     def reference(self) -> Iterator[None]:
         if self.is_lora:
-            with adapters_disabled(self.denoiser):
+            if self._lora_toggle is None:  # found once: the layers never change after add_lora
+                self._lora_toggle = LoraToggle(unwrap(self.denoiser))
+            with self._lora_toggle.disabled():
                 yield
             return
         self._in_reference = True
