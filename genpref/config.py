@@ -351,7 +351,6 @@ RANGES = {
     "data.max_items": AT_LEAST_1,
     "data.max_motion_length": AT_LEAST_1,
     "data.min_motion_length": COUNT,
-    "data.num_workers": COUNT,
     "data.empty_prompt_prob": PROBABILITY,
     "objective.beta": POSITIVE,
     "objective.margin": NON_NEGATIVE,

@@ -111,6 +111,7 @@ def write_samples(adapter: Adapter, cfg: Config, run_dir: Path, tag: str) -> lis
 def train(cfg: Config) -> Path:
     """Train `cfg` holding train.output_dir's lock; a divergence rolls back to the last good checkpoint with
     a smaller lr (train.on_divergence=rollback) or ends in one line naming it."""
+    build.check(cfg)  # a bad config leaves no run directory behind (the lock would create it)
     with runlock.hold(cfg.train.output_dir, say=lambda msg: print(f"genpref: {msg}", flush=True)):
         rollbacks = 0
         while True:

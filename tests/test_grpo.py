@@ -134,7 +134,7 @@ def test_online_rl_trains_on_the_toy_task(tmp_path, objective):
 def test_group_rollouts_refuse_what_they_cannot_do(tmp_path):
     for override, message in [("online.group_size=1", "group_size must be >= 2"),
                               ("online.guidance=3.0", "no unconditional input"),
-                              ("online.train_fraction=0", "train_fraction must lie in")]:
+                              ("online.train_fraction=0", "train_fraction. must be in \\(0, 1\\]")]:
         with pytest.raises((UserError, ValueError), match=message):
             train(toy_grpo(tmp_path / override.split("=")[0], override))
 
