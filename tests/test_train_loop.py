@@ -150,7 +150,7 @@ def test_malicious_checkpoint_state_is_refused_without_running(tmp_path, monkeyp
     manifest["files"]["state.pt"] = {"size": state.stat().st_size, "sha256": checkpoint._sha256(state)}
     (state.parent / "manifest.json").write_text(json.dumps(manifest))
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(UserError, match="state.pt: cannot load checkpoint state safely"):
+    with pytest.raises(UserError, match="state.pt: cannot read this checkpoint state without running code from it"):
         train(toy_cfg(out, "train.max_steps=6", "train.resume=latest"))
     assert not (tmp_path / "PWNED").exists()
 
