@@ -412,17 +412,20 @@ SUMMARY_METRICS = ("heldout_accuracy", "heldout_diff_vs_base", "heldout_diff_vs_
 
 def all_prompts(data_root: Path, path: Path) -> Path:
     """Captions of the training combinations (as the training split holds them) and of the held-out ones
-    (fresh synonyms, no motions): the prompts online recipes draw in the heldout_prompts setting."""
+    (fresh synonyms, no motions), as many per held-out combination as the training split has per training
+    combination: every combination is drawn equally often, as in the image task's prompt list. The prompts
+    online recipes draw in the heldout_prompts setting."""
     if not path.is_file():
         train = [line.strip() for line in (Path(data_root) / "train.txt").read_text().splitlines() if line.strip()]
         captions = []
         for name in train:
             text = (Path(data_root) / "texts" / f"{name}.txt").read_text().splitlines()[0]
             captions.append(text.split("#")[0].strip())
+        per_combo = max(1, round(len(captions) / len(moves.TRAIN_COMBOS)))
         rng = np.random.default_rng(2024)
-        heldout = [c for c, _ in moves.prompts_for(moves.HELD_OUT, 8, rng)]
+        heldout = [c for c, _ in moves.prompts_for(moves.HELD_OUT, per_combo, rng)]
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(dict.fromkeys([*captions, *heldout])) + "\n")
+        path.write_text("\n".join([*captions, *heldout]) + "\n")
     return path
 
 
