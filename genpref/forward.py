@@ -36,13 +36,44 @@ def branch_errors(adapter: Adapter, branches: dict, need_reference: bool,
     return err, ref
 
 
-def _joined(branches: dict[str, Branch]) -> tuple[list[str], list[int], Tensor, Tensor, Batch]:
-    """Every branch's samples concatenated, so each network runs one forward pass."""
+def _joined(branches: dict[str, Branch]) -> tuple[list[str], list[int], Tensor, Tensor, Batch, list[int]]:
+    """The distinct inputs of the branches concatenated, so each network runs one forward pass over them.
+    Branches that share their inputs (the same x_t, t and batch objects: DiffusionNFT's positive and negative
+    targets for one noised sample) are computed once; `rows` maps each branch to its input's position."""
     names = list(branches)
+    first: dict[tuple[int, int, int], int] = {}
+    inputs: list[Branch] = []
+    rows: list[int] = []
+    for n in names:
+        b = branches[n]
+        key = (id(b.x_t), id(b.t), id(b.batch))
+        if key not in first:
+            first[key] = len(inputs)
+            inputs.append(b)
+        rows.append(first[key])
     sizes = [branches[n].x_t.shape[0] for n in names]
-    x_t = torch.cat([branches[n].x_t for n in names])
-    t = torch.cat([branches[n].t for n in names])
-    return names, sizes, x_t, t, Batch.cat([branches[n].batch for n in names])
+    x_t = torch.cat([b.x_t for b in inputs])
+    t = torch.cat([b.t for b in inputs])
+    return names, sizes, x_t, t, Batch.cat([b.batch for b in inputs]), rows
+
+
+def _per_branch(values: Tensor, inputs: list[int], rows: list[int]) -> Tensor:
+    """Predictions over the distinct inputs laid out branch by branch (shared inputs repeated)."""
+    if rows == list(range(len(rows))):
+        return values
+    parts = values.split(inputs)
+    return torch.cat([parts[r] for r in rows])
+
+
+def _input_sizes(sizes: list[int], rows: list[int]) -> list[int]:
+    out: dict[int, int] = {}
+    for size, r in zip(sizes, rows):
+        out.setdefault(r, size)
+    return [out[r] for r in sorted(out)]
+
+
+def _branch_mask(batch: Batch, sizes: list[int], rows: list[int]) -> Tensor | None:
+    return None if batch.mask is None else _per_branch(batch.mask, _input_sizes(sizes, rows), rows)
 
 
 def reference_predictions(adapter: Adapter, x_t: Tensor, t: Tensor, batch: Batch) -> Tensor:
@@ -53,20 +84,22 @@ def reference_predictions(adapter: Adapter, x_t: Tensor, t: Tensor, batch: Batch
 def reference_errors(adapter: Adapter, branches: dict[str, Branch]) -> dict[str, Tensor]:
     """The reference's errors alone, computed exactly as `branch_errors` computes them (same concatenation,
     same forward): what train.precompute_reference stores ahead of the steps."""
-    names, sizes, x_t, t, batch = _joined(branches)
+    names, sizes, x_t, t, batch, rows = _joined(branches)
     if any(branches[n].target is None for n in names):
         raise ValueError("reference_errors: a KL branch regresses onto the reference itself")
     target = torch.cat([branches[n].target for n in names])
-    ref_pred = reference_predictions(adapter, x_t, t, batch)
-    return dict(zip(names, denoising_error(ref_pred, target, batch.mask).split(sizes)))
+    ref_pred = _per_branch(reference_predictions(adapter, x_t, t, batch), _input_sizes(sizes, rows), rows)
+    return dict(zip(names, denoising_error(ref_pred, target, _branch_mask(batch, sizes, rows)).split(sizes)))
 
 
 def _denoising_errors(adapter: Adapter, branches: dict[str, Branch], need_reference: bool,
                       reference: dict[str, Tensor] | None = None) -> tuple[dict, dict]:
-    names, sizes, x_t, t, batch = _joined(branches)
+    names, sizes, x_t, t, batch, rows = _joined(branches)
     needs_ref_pred = reference is None and (need_reference or any(branches[n].target is None for n in names))
-    ref_pred = reference_predictions(adapter, x_t, t, batch) if needs_ref_pred else None
-    pred = adapter.predict(x_t, t, batch)
+    inputs = _input_sizes(sizes, rows)
+    ref_pred = _per_branch(reference_predictions(adapter, x_t, t, batch), inputs, rows) if needs_ref_pred else None
+    pred = _per_branch(adapter.predict(x_t, t, batch), inputs, rows)
+    mask = _branch_mask(batch, sizes, rows)
     targets = [branches[n].target for n in names]
     if all(tg is not None for tg in targets):
         target = torch.cat(targets)
@@ -76,10 +109,10 @@ def _denoising_errors(adapter: Adapter, branches: dict[str, Branch], need_refere
             parts.append(ref_pred[start : start + n] if tg is None else tg)
             start += n
         target = torch.cat(parts)
-    err = dict(zip(names, denoising_error(pred, target, batch.mask).split(sizes)))
+    err = dict(zip(names, denoising_error(pred, target, mask).split(sizes)))
     ref = {}
     if reference is not None:
         ref = {n: reference[n].to(err[n].device) for n in names}
     elif ref_pred is not None:
-        ref = dict(zip(names, denoising_error(ref_pred, target, batch.mask).split(sizes)))
+        ref = dict(zip(names, denoising_error(ref_pred, target, mask).split(sizes)))
     return err, ref

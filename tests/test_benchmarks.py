@@ -28,3 +28,15 @@ def test_gpu_check_smoke_run_on_cpu(capsys):
     assert 0 < rows["dpo bf16 sdpa"]["err_rel"] < gpu_check.TOLERANCE["bf16"]  # half precision differs, a little
     table = capsys.readouterr().out
     assert "| dpo bf16 sdpa |" in table and "skipped: compile is checked on CUDA" in table
+
+
+def test_rl_step_counts_the_forwards_of_each_phase(tmp_path):
+    rl_step = load("rl_step")
+    small = ["online.batch_size=1", "online.group_size=2", "online.steps=3", "train.batch_size=2"]
+    rows = {r["arm"]: r for r in rl_step.main(["--arms", "sft", "nft", "--steps", "1", "--work", str(tmp_path), "--set", *small])}
+    assert rows["sft"]["train_forward_rows"] == 2 and rows["sft"]["generate_forward_rows"] == 0
+    # NFT rolls out 1 prompt × 2 samples × 3 DDIM steps for its 2-row step
+    assert rows["nft"]["generate_forward_rows"] == 1 * 2 * 3 and rows["nft"]["generated_samples"] == 2
+    # sampling policy's prediction 2 + policy on the shared positive/negative inputs 2 + expert anchor 2
+    assert rows["nft"]["train_forward_rows"] == 6
+    assert rows["nft"]["trained_rows"] == 4 and rows["nft"]["forwards_per_trained_row"] == (6 + 6) / 4
