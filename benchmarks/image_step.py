@@ -362,7 +362,7 @@ def main() -> None:
     if args.variant:
         print(json.dumps(worker(args)))
         return
-    from image.tiny_data import write_pairs
+    from image.tasks.tiny_data import write_pairs
 
     print(f"tiny-sd ({args.size}), LoRA rank {RANK}, batch {args.batch} pairs, {args.items} pairs, {args.epochs} epochs "
           f"per run, {args.repeats} repeats (minimum), {args.threads} thread(s)")

@@ -51,7 +51,7 @@ def time_to_first_step(cmd: list[str], done: Path, env: dict) -> tuple[float, fl
 def prepare(tmp: Path, resolution: int) -> tuple[Path, Path]:
     """A tiny SD pipeline directory (what from_pretrained loads) and a parquet of 8 pairs."""
     from image.models import build_tiny, make_pipeline, quiet
-    from image.tiny_data import write_pairs
+    from image.tasks.tiny_data import write_pairs
 
     with quiet():
         make_pipeline(build_tiny("sd", tokenizer_dir=tmp / "tokenizer")).save_pretrained(str(tmp / "model"))

@@ -1,12 +1,14 @@
 """Names in a config -> the components they build. Plain dicts, which also feed --help, `validate` and
 the error that lists valid names. Module paths are fixed here: a config cannot import arbitrary code.
-Imports no torch at module level, so validation is instant."""
+The synthetic tasks (shapes, moves, tiny data) add their model kinds and rewards through genpref.registry;
+`model_kinds()` and `rewards()` are the full tables. Imports no torch at module level, so validation is instant."""
 
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
 
+from genpref import registry
 from genpref.config import Config, ConfigError
 from genpref.rundir import check_output_dir
 
@@ -16,7 +18,6 @@ MODEL_KINDS = {
     "sdxl": "image.adapter",
     "tiny-sd": "image.adapter",
     "tiny-sdxl": "image.adapter",
-    "shapes-unet": "image.adapter",  # the shapes task's pixel-space UNet (genpref demo)
     "mdm": "motion.adapter",
     "mld": "motion.adapter",
     "tiny-mdm": "motion.adapter",
@@ -26,16 +27,25 @@ MODEL_KINDS = {
 
 # reward.models[].name -> module with build_reward(spec, cfg, device)
 REWARDS = {
-    "shapes": "image.rewards",  # exact verifier of the shapes task: fraction of attributes right
     "toy": "genpref.toy",
-    "tiny-motion": "motion.tiny_data",  # verifier of the synthetic tiny motion actions
-    "moves": "motion.rewards",  # exact verifier of the moves task: fraction of attributes right
     "t2m": "motion.rewards",  # T2M evaluator text–motion similarity, (1 + cos) / 2
     "clip": "image.scorers",  # CLIP score 100·cos from a local transformers CLIP directory
     "pickscore": "image.scorers",  # PickScore_v1 (CLIP-H fine-tuned on Pick-a-Pic), logit_scale·cos
     "hpsv2": "image.scorers",  # HPSv2 through open_clip (extra "hpsv2"), 100·cos
     "aesthetic": "image.scorers",  # LAION aesthetic head on CLIP ViT-L/14 image embeddings
 }
+
+
+
+def model_kinds() -> dict[str, str]:
+    """MODEL_KINDS and the kinds the synthetic tasks register (shapes-unet)."""
+    return {**MODEL_KINDS, **registry.every(registry.MODEL_KINDS)}
+
+
+def rewards() -> dict[str, str]:
+    """REWARDS and the rewards the synthetic tasks register (shapes, moves, tiny-motion)."""
+    return {**REWARDS, **registry.every(registry.REWARDS)}
+
 
 # objective.name -> what it optimises (constructors in genpref.objectives.FROM_CONFIG)
 OBJECTIVES = {
@@ -114,17 +124,18 @@ def _modality(module: str) -> str | None:
 def check_modality(cfg: Config) -> None:
     """A model kind of one modality with data or rewards of the other (tiny-mdm on an image recipe) fails
     here, before a run directory exists, naming the key that says which modality the config is."""
-    kind_modality = _modality(MODEL_KINDS[cfg.model.kind])
+    kinds, reward_modules = model_kinds(), rewards()
+    kind_modality = _modality(kinds[cfg.model.kind])
     evidence = [("data.root", "motion")] if cfg.data.root else []
     evidence += [("data.experts", "image")] if cfg.data.experts else []
-    evidence += [(f"reward.{key}[{i}].name={s.name}", _modality(REWARDS[s.name]))
+    evidence += [(f"reward.{key}[{i}].name={s.name}", _modality(reward_modules[s.name]))
                  for key in ("models", "holdout") for i, s in enumerate(getattr(cfg.reward, key))]
     for key, modality in evidence:
         if kind_modality and modality and modality != kind_modality:
-            kinds = ", ".join(k for k, m in MODEL_KINDS.items() if _modality(m) == modality)
+            names = ", ".join(k for k, m in kinds.items() if _modality(m) == modality)
             article = "an" if kind_modality == "image" else "a"
             raise ConfigError(f"'model.kind' {cfg.model.kind!r} is {article} {kind_modality} model, but {key} is set, which only "
-                              f"{modality} models read; {modality} model kinds: {kinds}")
+                              f"{modality} models read; {modality} model kinds: {names}")
 
 
 def _check_trackers(names) -> None:
@@ -147,8 +158,8 @@ def source_name(cfg: Config) -> str:
 
 def check(cfg: Config) -> None:
     """Names and enumerations; raises ConfigError naming the key."""
-    if cfg.model.kind not in MODEL_KINDS:
-        raise _name_error("model.kind", cfg.model.kind, MODEL_KINDS)
+    if cfg.model.kind not in model_kinds():
+        raise _name_error("model.kind", cfg.model.kind, model_kinds())
     if cfg.objective.name not in OBJECTIVES:
         raise _name_error("objective.name", cfg.objective.name, OBJECTIVES)
     if cfg.data.source is not None and cfg.data.source not in SOURCES:
@@ -158,8 +169,8 @@ def check(cfg: Config) -> None:
             raise _name_error(key, _get(cfg, key), allowed)
     for key in ("models", "holdout"):
         for i, spec in enumerate(getattr(cfg.reward, key)):
-            if spec.name not in REWARDS:
-                raise _name_error(f"reward.{key}[{i}].name", spec.name, REWARDS)
+            if spec.name not in rewards():
+                raise _name_error(f"reward.{key}[{i}].name", spec.name, rewards())
     check_modality(cfg)
     _check_trackers(cfg.train.report_to or [])
     t = cfg.train
@@ -180,7 +191,7 @@ def check(cfg: Config) -> None:
     check_precompute_reference(cfg)
     for key in ("pairs", "experts", "ratings", "prompts", "root"):
         value = getattr(cfg.data, key)
-        synthetic = value is not None and "://" in value  # e.g. tiny://experts: written by the adapter
+        synthetic = value is not None and "://" in value  # e.g. tiny://experts: written by its task (genpref.registry)
         if value is not None and not synthetic and not any(ch in value for ch in "*?") and not Path(value).exists():
             raise ConfigError(f"'data.{key}': {value} does not exist")
 
@@ -206,7 +217,7 @@ def _module(table: dict, name: str):
 
 
 def build_adapter(cfg: Config, device, weight_dtype):
-    return _module(MODEL_KINDS, cfg.model.kind).build_adapter(cfg, device, weight_dtype)
+    return _module(model_kinds(), cfg.model.kind).build_adapter(cfg, device, weight_dtype)
 
 
 def build_reward(cfg: Config, device, specs=None):
@@ -217,7 +228,7 @@ def build_reward(cfg: Config, device, specs=None):
     specs = cfg.reward.models if specs is None else specs
     if not specs:
         return None
-    models = [_module(REWARDS, s.name).build_reward(s, cfg, device) for s in specs]
+    models = [_module(rewards(), s.name).build_reward(s, cfg, device) for s in specs]
     if len(models) == 1 and cfg.reward.normalize == "none" and specs[0].weight == 1.0:
         return models[0]
     return Ensemble(models, [s.weight for s in specs], cfg.reward.normalize)

@@ -48,7 +48,7 @@ def _commands_for_run(run_dir: str, config_ok: bool = False):
     import importlib
     from pathlib import Path
 
-    from genpref.build import MODEL_KINDS
+    from genpref.build import model_kinds
     from genpref.config import ConfigError, read_yaml
     from genpref.errors import UserError
 
@@ -63,9 +63,9 @@ def _commands_for_run(run_dir: str, config_ok: bool = False):
         wanted = "a run directory or a config file" if config_ok else "a run directory (a train.output_dir)"
         raise UserError(f"{path}: not found; expected {wanted}" if not path.exists() else f"{path} is a file, not {wanted}")
     kind = read_yaml(cfg_path).get("model", {}).get("kind")
-    if kind not in MODEL_KINDS:
+    if kind not in model_kinds():
         raise ConfigError(f"{cfg_path}: model.kind {kind!r} is not a known model kind")
-    package = MODEL_KINDS[kind].split(".")[0]
+    package = model_kinds()[kind].split(".")[0]
     try:
         return importlib.import_module(f"{package}.commands")
     except ModuleNotFoundError:
@@ -120,12 +120,12 @@ def _cmd_push(args) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from genpref.build import MODEL_KINDS, OBJECTIVES
+    from genpref.build import OBJECTIVES, model_kinds
 
     parser = argparse.ArgumentParser(
         prog="genpref",
         description="Preference fine-tuning for diffusion models of images and motion.",
-        epilog=f"model kinds: {', '.join(MODEL_KINDS)}\nobjectives: "
+        epilog=f"model kinds: {', '.join(model_kinds())}\nobjectives: "
         + "; ".join(f"{k} ({v})" for k, v in OBJECTIVES.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

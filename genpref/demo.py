@@ -1,8 +1,10 @@
-"""`genpref demo` and `genpref bench quality`: run the modality halves (image.demo, motion.demo) on the
-synthetic verifiable tasks and collect what they return into a report directory / benchmark table.
+"""`genpref demo` and `genpref bench quality`: the one driver of the synthetic verifiable tasks' demos and
+quality benchmarks; each task contributes its part (`TaskPart`: arms, evaluation, figures).
 
-The halves are found by name (the same lazy dispatch the CLI uses for model kinds), so genpref/ imports
-neither image nor motion."""
+The parts are the modules the tasks register as demo parts (genpref.registry: "image" = the shapes task,
+"motion" = the moves task), found by name, so genpref/ imports neither image nor motion. The benchmark loop
+(arms × seeds, resumable rows, base-paired differences, the summary over seeds) is here; a part prepares its
+task (data, base, feedback, the base's evaluation) and scores a trained arm."""
 
 from __future__ import annotations
 
@@ -10,9 +12,52 @@ import importlib
 import json
 import platform
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-HALVES = {"image": "image.demo", "motion": "motion.demo"}
+SETTINGS = ("train_prompts", "heldout_prompts")
+
+
+@dataclass
+class BenchSetup:
+    """One task's benchmark, prepared once (data, base, feedback, the base's evaluation) by its part."""
+
+    overrides: Callable[[int], dict]  # train.seed -> the recipe overrides every arm trains with
+    train: Callable[[str, Path, dict], float]  # (config file, run dir, overrides) -> seconds
+    score: Callable[[str, str, int, Path], dict]  # (arm, tag, seed, run dir) -> the row's evaluation columns
+    base_row: Callable[[], dict]  # the base model's row
+    eval_settings: dict  # what the evaluation used ("settings" -> "eval" of the result)
+    base_weights: Path
+    reuse: Callable[[dict, str, int, Path], dict] | None = None  # (saved row, arm, seed, run dir) -> row to keep
+    # (a changed row is saved again: columns added after the row was written)
+
+
+class TaskPart(Protocol):
+    """A synthetic task's module for `genpref demo` / `genpref bench quality` (image/tasks/shapes/demo.py,
+    motion/tasks/moves/demo.py)."""
+
+    TASK: str  # the task's name in results ("shapes", "moves")
+    ARMS: dict[str, str]  # bench arm -> its config file (each fine-tunes the same base)
+    CURVES: tuple[str, ...]  # metrics.jsonl keys a run's curves keep
+    FINAL_CURVES: tuple[str, ...]  # curves whose last value goes into a bench row as final_<key>
+    SUMMARY_METRICS: tuple[str, ...]  # row keys averaged over seeds in the summary
+
+    def run_demo(self, out_dir: Path, *, seed: int = 0, progress: bool = True, steps: int | None = None) -> dict: ...
+
+    def bench_setup(self, out_dir: Path, setting: str) -> BenchSetup: ...
+
+
+def parts() -> dict[str, str]:
+    """Demo part name -> its module (what the tasks register)."""
+    from genpref import registry
+
+    return registry.every(registry.DEMO_PARTS)
+
+
+def part(name: str) -> TaskPart:
+    return importlib.import_module(parts()[name])
 
 
 def recipe_config(directory: Path, file: str, overrides: dict):
@@ -28,11 +73,11 @@ def recipe_config(directory: Path, file: str, overrides: dict):
 
 def _halves(which: str) -> list[str]:
     if which == "all":
-        return list(HALVES)
-    if which not in HALVES:
+        return list(parts())
+    if which not in parts():
         from genpref.config import ConfigError
 
-        raise ConfigError(f"demo: unknown part {which!r}; valid: all, {', '.join(HALVES)}")
+        raise ConfigError(f"demo: unknown part {which!r}; valid: all, {', '.join(parts())}")
     return [which]
 
 
@@ -43,7 +88,7 @@ def _run_half(name: str, out: Path, seed: int, threads: int | None) -> tuple[dic
         torch.set_num_threads(threads)
     start = time.perf_counter()
     try:
-        result = importlib.import_module(HALVES[name]).run_demo(out / name, seed=seed, progress=True)
+        result = part(name).run_demo(out / name, seed=seed, progress=True)
     except Exception as err:  # one half failing must not hide the other's results
         result = {"task": name, "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
     return result, round(time.perf_counter() - start, 1)
@@ -124,10 +169,9 @@ def bench_quality(which: str = "all", out_dir: str | Path = "benchmarks/results"
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name in _halves(which):
-        module = importlib.import_module(HALVES[name])
         start = time.perf_counter()
         runs = Path(runs_dir) / name if runs_dir else out / f"quality-{name}-runs"
-        res = module.bench_quality(runs, seeds=list(seeds), steps=steps, arms=arms, setting=setting)
+        res = run_bench(part(name), runs, seeds=list(seeds), steps=steps, arms=arms, setting=setting)
         res["seconds"] = round(time.perf_counter() - start, 1)
         (out / f"quality-{name}-{setting}.json").write_text(json.dumps(res, indent=1, default=float))
         md = out / f"quality-{name}-{setting}.md"
@@ -138,3 +182,81 @@ def bench_quality(which: str = "all", out_dir: str | Path = "benchmarks/results"
         written += [out / f"quality-{name}-{setting}.json", md]
         print(md.read_text())
     return written
+
+
+# ---------------------------------------------------------------------------------------------- the bench loop
+
+
+def run_bench(task: TaskPart, out_dir: str | Path, *, seeds: Sequence[int], steps: int | None = None,
+              arms: Sequence[str] | None = None, setting: str = "train_prompts") -> dict:  # fmt: skip
+    """Every arm of the task (or `arms`) × seeds from the same base at each config's budget (or `steps` for
+    all), scored by the task's part with one shared set of evaluation noise, so every comparison with the
+    base (and with SFT, per seed) is paired. setting "heldout_prompts": online recipes also draw prompts of
+    the held-out combinations (never their expert data). Resumable: each (arm, seed) writes
+    out_dir/rows/<arm>-<seed>.json (rows-heldout_prompts/ for that setting) and is skipped when present."""
+    from genpref import stats
+    from genpref.errors import UserError
+    from genpref.rundir import generated_samples, metric_curves
+
+    out_dir = Path(out_dir)
+    arms = list(arms or task.ARMS)
+    unknown = [a for a in arms if a not in task.ARMS]
+    if unknown:
+        modality = task.__name__.split(".")[0]  # the part: image, motion
+        raise UserError(f"bench: unknown {modality} arm(s) {unknown}; valid: {', '.join(task.ARMS)}")
+    if setting not in SETTINGS:
+        raise UserError(f"bench: unknown setting {setting!r}; valid: {', '.join(SETTINGS)}")
+    setup = task.bench_setup(out_dir, setting)
+    tag = "" if setting == "train_prompts" else f"-{setting}"
+    rows = []
+    for arm in arms:
+        for seed in seeds:
+            row_path = out_dir / f"rows{tag}" / f"{arm}-{seed}.json"
+            run = out_dir / f"runs{tag}" / f"{arm}-{seed}"
+            if row_path.is_file():
+                row = json.loads(row_path.read_text())
+                kept = setup.reuse(row, arm, seed, run) if setup.reuse is not None else row
+                if kept != row:
+                    row_path.write_text(json.dumps(kept, indent=1))
+                rows.append(kept)
+                continue
+            overrides = setup.overrides(seed)
+            if steps is not None:
+                overrides["train.max_steps"] = steps
+            seconds = setup.train(task.ARMS[arm], run, overrides)
+            row = {"objective": arm, "seed": seed, "setting": setting, "train_s": round(seconds, 1),
+                   **generated_samples(run), **setup.score(arm, tag, seed, run)}  # fmt: skip
+            last = metric_curves(run, task.CURVES)
+            for key in task.FINAL_CURVES:
+                if last.get(key):
+                    row[f"final_{key}"] = last[key][-1][1]
+            row_path.parent.mkdir(parents=True, exist_ok=True)
+            row_path.write_text(json.dumps(row, indent=1))
+            rows.append(row)
+    # per objective: the mean over seeds with a t interval (differences to SFT paired by seed)
+    summary = stats.summarize_runs(stats.versus_arm(rows, "sft", ("heldout_accuracy", "train_accuracy")),
+                                   task.SUMMARY_METRICS, by="objective")  # fmt: skip
+    return {"task": task.TASK, "rows": [setup.base_row(), *rows], "summary": summary,
+            "settings": {"eval": setup.eval_settings, "seeds": list(seeds), "steps": steps,
+                         "base_weights": str(setup.base_weights), "setting": setting}}  # fmt: skip
+
+
+def main(name: str, argv: list[str] | None = None) -> None:
+    """`python -m <a task's demo module> demo|bench OUT_DIR ...`: one part's demo or benchmark alone."""
+    import argparse
+
+    task = part(name)
+    parser = argparse.ArgumentParser(prog=f"python -m {parts()[name]}", description=f"The {task.TASK} demo or quality benchmark ({name} part).")
+    parser.add_argument("what", choices=["demo", "bench"])
+    parser.add_argument("out_dir")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--arms", nargs="+")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--setting", default="train_prompts", choices=SETTINGS)
+    args = parser.parse_args(argv)
+    if args.what == "demo":
+        result = task.run_demo(Path(args.out_dir), seed=args.seeds[0], steps=args.steps)
+    else:
+        result = run_bench(task, Path(args.out_dir), seeds=args.seeds, steps=args.steps, arms=args.arms, setting=args.setting)
+        Path(args.out_dir, "bench.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: result[k] for k in ("results", "paired", "summary") if k in result}, indent=1))

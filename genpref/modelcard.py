@@ -17,17 +17,15 @@ from genpref.rundir import read_metrics
 # are under genpref's own licence
 LICENSES = {"sd15": "creativeml-openrail-m", "sdxl": "openrail++", "mdm": "mit", "mld": "mit"}
 OWN_LICENSE = "apache-2.0"
-# adapter module -> (library the weights load with, Hub task tag)
-MODALITIES = {"image.adapter": ("diffusers", "text-to-image"), "motion.adapter": ("genpref", "text-to-motion")}
+# modality (the package serving the model kind) -> (library the weights load with, Hub task tag)
+MODALITIES = {"image": ("diffusers", "text-to-image"), "motion": ("genpref", "text-to-motion")}
 KEY_METRICS = ("loss", "implicit_acc", "reward", "reward_w", "reward_l", "e_ratio_w", "kl")
 TAIL = 0.1  # "last" = mean over the last 10% of logged steps (at least one)
 
 
 def _front_matter(cfg: dict) -> dict:
-    from genpref.build import MODEL_KINDS
-
     model, objective = cfg["model"], cfg["objective"]
-    library, task = MODALITIES.get(MODEL_KINDS.get(model["kind"], ""), ("genpref", None))
+    library, task = MODALITIES.get(_modality(model["kind"]), ("genpref", None))
     tags = ["genpref", *([task] if task else []), f"preference-{objective['name']}"]
     tags += ["lora"] if model.get("lora") else []
     tags += ["diffusers"] if library == "diffusers" else []
@@ -126,10 +124,14 @@ def card_text(run_dir: Path, dest: Path) -> str:
     return "---\n" + yaml.safe_dump(_front_matter(cfg), sort_keys=False) + "---\n\n" + "\n".join(body).rstrip() + "\n"
 
 
-def _usage(kind: str, lora: bool, base: str | None) -> list[str]:
-    from genpref.build import MODEL_KINDS
+def _modality(kind: str) -> str:
+    from genpref.build import model_kinds
 
-    if MODEL_KINDS.get(kind) == "image.adapter" and lora:
+    return model_kinds().get(kind, "").split(".")[0]
+
+
+def _usage(kind: str, lora: bool, base: str | None) -> list[str]:
+    if _modality(kind) == "image" and lora:
         base = repr(base) if base else f'"BASE_PIPELINE"  # the {kind} pipeline this LoRA was trained on'
         return ["```python", "from diffusers import DiffusionPipeline", f"base = {base}",
                 "pipe = DiffusionPipeline.from_pretrained(base)",

@@ -22,6 +22,7 @@ from genpref.adapter import Batch, StepCallback
 from genpref.config import Config
 from genpref.errors import UserError
 from genpref.reference import LoraToggle, eval_mode, frozen_copy, lora_config, unwrap
+from genpref.registry import resolve_data
 from image import data as image_data
 from image.cache import CachedEncoder, TensorStore
 from image.data import grid
@@ -106,13 +107,8 @@ class ImageAdapter:
         self.codec = self._codec(components.vae, weight_dtype)
         for encoder in components.text_encoders:
             encoder.to(self.encoder_home, dtype=weight_dtype).requires_grad_(False).eval()
-        if self.family == "shapes":  # model.kind shapes-unet: attribute tokens, no CLIP (image/shapes_model.py)
-            from image.shapes_model import AttributePromptEncoder
-
-            self.prompt_encoder = AttributePromptEncoder()
-        else:
-            self.prompt_encoder = ClipPromptEncoder(self.family, components.text_encoders, components.tokenizers,
-                                                    device=self.device)
+        self.prompt_encoder = components.prompt_encoder or ClipPromptEncoder(
+            self.family, components.text_encoders, components.tokenizers, device=self.device)
         cache_dir = cfg.data.cache_dir or str(Path(cfg.train.output_dir) / "cache")
         self.cache = CachedEncoder(TensorStore(cache_dir), self.codec, self.prompt_encoder, self.resolution)
         self.augment = image_data.Augment(
@@ -146,7 +142,7 @@ class ImageAdapter:
         spec = {"pairs": d.pairs, "experts": d.experts, "prompts": d.prompts, "ratings": d.ratings}.get(role)
         if role not in ("pairs", "experts", "prompts", "ratings"):
             raise ValueError(f"load_items: unknown role {role!r}")
-        spec = self._tiny_data(spec)
+        spec = resolve_data("image", spec, role, self.cfg, self)  # a synthetic scheme -> its path
         if role == "pairs" and spec:
             return image_data.read_pairs(spec, ties=d.ties, **common)
         if role == "experts" and spec:
@@ -167,23 +163,6 @@ class ImageAdapter:
         if mode not in image_data.BAD_SAMPLE_MODES:
             raise UserError(f"data.on_bad_sample: {mode!r}; valid: {', '.join(image_data.BAD_SAMPLE_MODES)}")
         return mode
-
-    def _tiny_data(self, spec: str | None) -> str | None:
-        """`tiny://experts` etc.: synthetic shapes written by image/tiny_data.py under the run directory."""
-        if spec and spec.startswith("shapes://"):  # the shapes task's data (image/shapes.py)
-            from image import shapes
-
-            return shapes.resolve(spec, self)
-        if not spec or not spec.startswith("tiny://"):
-            return spec
-        from image import tiny_data
-
-        paths = tiny_data.ensure(Path(self.cfg.train.output_dir) / "tiny-data", self.resolution)
-        name = spec[len("tiny://"):]
-        if name not in paths:
-            raise UserError(f"data: unknown synthetic data {spec!r}; valid: "
-                            + ", ".join(f"tiny://{k}" for k in paths))
-        return str(paths[name])
 
     def encode(self, samples: Sequence[Any], prompts: Sequence[str]) -> Batch:
         if len(samples) != len(prompts):
@@ -319,10 +298,8 @@ class ImageAdapter:
             return
         c = self.components
         policy = unwrap(self.denoiser)
-        if self.family == "shapes":  # no text encoder or VAE to make a pipeline of: the UNet's weights
-            from image import shapes_model
-
-            shapes_model.save(policy, out_dir)
+        if c.save_weights is not None:  # no text encoder or VAE to make a pipeline of: the UNet's own files
+            c.save_weights(policy, out_dir)
             return
         pipe = make_pipeline(Components(c.family, policy, c.vae, c.text_encoders, c.tokenizers, c.scheduler, c.source))
         with quiet():
@@ -374,11 +351,6 @@ def build_adapter(cfg: Config, device: torch.device, weight_dtype: torch.dtype) 
     """model.kind sd15 | sdxl | tiny-sd | tiny-sdxl -> ImageAdapter on `device`; frozen weights in weight_dtype."""
     mc = cfg.model
     tiny_dir = Path(cfg.train.output_dir) / "tiny-model" if mc.kind.startswith("tiny") else None
-    if mc.kind == "shapes-unet":  # the shapes task's pixel-space UNet (image/shapes_model.py)
-        from image import shapes_model
-
-        with quiet():
-            return ImageAdapter(shapes_model.load_components(mc, cfg.train.seed), cfg, device, weight_dtype)
     with quiet():
         components = load_components(mc.kind, mc.path, size=mc.size, vae_path=mc.vae_path,
                                      prediction_type=mc.prediction_type, tiny_dir=tiny_dir)

@@ -11,6 +11,7 @@ Diffusion-DRO's inference.py: DDPM sampler, 50 steps, guidance 7.5, 5 images per
 from __future__ import annotations
 
 import gc
+import importlib
 import json
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from genpref import stats
+from genpref import registry, stats
 from genpref.errors import UserError
 
 PROTOCOL = {  # Diffusion-DRO inference.py defaults
@@ -96,18 +97,24 @@ class Settings:
 
 
 def read_prompt_set(spec: str, max_prompts: int | None = None) -> tuple[list[str], str]:
-    """'shapes' (the shapes task's held-out prompts) or a prompt file (one per line, or jsonl)."""
-    if spec == "shapes":
-        from image import shapes
-
-        prompts, source = [shapes.caption(k) for k in shapes.heldout_combos()], "shapes held-out combinations"
+    """A prompt file (one per line, or jsonl) or the name of a registered prompt set (genpref.registry)."""
+    named = _named_prompt_set(spec)
+    if named is not None:
+        prompts, source = named[0], named[1]
     else:
         from image.data import read_prompts
 
         if not Path(spec).is_file():
-            raise UserError(f"--prompts: file not found: {spec} (a text file with one prompt per line, or 'shapes')")
+            sets = ", ".join(f"'{name}'" for name in registry.every(registry.PROMPT_SETS))
+            raise UserError(f"--prompts: file not found: {spec} (a text file with one prompt per line, or a prompt set: {sets})")
         prompts, source = [it["prompt"] for it in read_prompts(spec)], str(spec)
     return prompts[:max_prompts] if max_prompts else prompts, source
+
+
+def _named_prompt_set(spec: str) -> tuple[list[str], str, str | None] | None:
+    """(prompts, source, the reward that scores them) of a registered prompt set; None for other specs."""
+    module = registry.find(registry.PROMPT_SETS, spec)
+    return importlib.import_module(module).prompt_set(spec) if module else None
 
 
 def settings_from(args, ev: dict) -> Settings:
@@ -121,7 +128,7 @@ def settings_from(args, ev: dict) -> Settings:
 
     spec = args.prompts or ev.get("prompts")
     if not spec:
-        raise UserError("image eval needs prompts: --prompts FILE (one prompt per line), --prompts shapes, or eval.prompts")
+        raise UserError("image eval needs prompts: --prompts FILE (one prompt per line) or a prompt set name, or eval.prompts")
     prompts, source = read_prompt_set(str(spec), ev.get("max_prompts"))
     s = Settings(prompts, source, str(args.solver or ev.get("solver", PROTOCOL["solver"])),
                  pick("steps", args.steps, int), pick("guidance", args.guidance, float),
@@ -135,22 +142,24 @@ def settings_from(args, ev: dict) -> Settings:
 
 def scorer_specs(names: Sequence[str] | None, cfg, prompt_spec: str) -> list:
     """--scorer NAME or NAME=PATH (a name of the config's reward.models keeps its path), else the config's
-    reward.models, else the shapes verifier for the shapes prompts."""
-    from genpref.build import REWARDS
+    reward.models, else the reward a registered prompt set names (its task's verifier)."""
+    from genpref.build import rewards
     from genpref.config import RewardSpec
 
+    known_rewards = rewards()
     if not names:
         if cfg.reward.models:
             return list(cfg.reward.models)
-        if prompt_spec == "shapes":
-            return [RewardSpec(name="shapes")]
+        named = _named_prompt_set(str(prompt_spec))
+        if named is not None and named[2]:
+            return [RewardSpec(name=named[2])]
         raise UserError("no scorer: pass --scorer NAME[=PATH] (e.g. --scorer pickscore=/models/PickScore_v1) "
                         "or set reward.models in the config")
     specs = []
     for text in names:
         name, _, path = text.partition("=")
-        if name not in REWARDS:
-            raise UserError(f"--scorer {name!r}: not a reward model; valid: {', '.join(REWARDS)}")
+        if name not in known_rewards:
+            raise UserError(f"--scorer {name!r}: not a reward model; valid: {', '.join(known_rewards)}")
         known = next((s for s in cfg.reward.models if s.name == name), None)
         specs.append(known if known is not None and not path else RewardSpec(name=name, path=path or None))
     return specs
@@ -158,14 +167,12 @@ def scorer_specs(names: Sequence[str] | None, cfg, prompt_spec: str) -> list:
 
 def build_scorers(specs: Sequence, cfg, device: torch.device) -> dict[str, Any]:
     """{label: reward model}; labels are the names, numbered when a name repeats."""
-    import importlib
-
-    from genpref.build import REWARDS
+    from genpref.build import rewards
 
     out = {}
     for spec in specs:
         label = spec.name if spec.name not in out else f"{spec.name}#{sum(k.startswith(spec.name) for k in out) + 1}"
-        out[label] = importlib.import_module(REWARDS[spec.name]).build_reward(spec, cfg, device)
+        out[label] = importlib.import_module(rewards()[spec.name]).build_reward(spec, cfg, device)
     return out
 
 

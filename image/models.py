@@ -1,12 +1,12 @@
 """Stable Diffusion components (UNet, VAE, CLIP text encoders, tokenizers, training scheduler) from a
-diffusers directory, a hub id, a single .safetensors file, or built tiny from config for tests and demos."""
+diffusers directory, a hub id, a single .safetensors file, or built tiny from config for tests."""
 
 from __future__ import annotations
 
 import json
 import os
 import pickle
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +42,9 @@ class Components:
     tokenizers: list[Any]
     scheduler: Any  # DDPMScheduler: the training noise schedule (add_noise, prediction_type)
     source: str  # where the weights came from, for messages
+    prompt_encoder: Any = None  # conditions without text encoders (encode(prompts) -> cond dict); None = CLIP
+    save_weights: Callable[[nn.Module, str], Any] | None = None  # (unet, out_dir): a full fine-tune's weights
+    # where no diffusers pipeline can be made of the components (no text encoder, no VAE)
 
 
 # ---------------------------------------------------------------------------------------------- tiny models
@@ -356,7 +359,7 @@ def _load_vae(source: str) -> nn.Module:
 def fingerprint(module: nn.Module | None, extra: str = "") -> str:
     """A short content hash of a module's weights (config-free): equal weights give equal fingerprints.
 
-    Large tensors are sampled at a fixed stride (every weight of a fine-tune moves, so a strided sample
+    Large tensors are sampled at a fixed stride (every weight of a fine-tune changes, so a strided sample
     tells checkpoints apart) to keep this under a second for SDXL's text encoders."""
     import hashlib
 

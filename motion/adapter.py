@@ -12,8 +12,8 @@ the feature of the empty prompt for MLD (released training drops text to ""). Pr
 never drops conditions: policy and reference are compared on the same text.
 
 Samples outside model space are de-normalised feature arrays [frames, 263] (Mean.npy / Std.npy of the
-data, or the ones saved beside a genpref checkpoint). `data.root: tiny://humanml` is a synthetic
-HumanML3D-format directory written on first use (motion/tiny_data.py).
+data, or the ones saved beside a genpref checkpoint). A data path with a scheme (`data.root: <scheme>://...`)
+is resolved by the task that registered the scheme (genpref.registry), written on first use.
 
 Sampling: `online.solver` picks the diffusers scheduler (ddpm, ddim, dpmsolver++, euler, ...) built from the
 training betas; `PUBLISHED_SAMPLER` holds what the papers evaluate with (MDM: DDPM over all its steps,
@@ -39,6 +39,7 @@ from genpref.adapter import Batch
 from genpref.config import Config
 from genpref.errors import UserError
 from genpref.reference import adapters_disabled, eval_mode, frozen_copy, lora_config, unwrap
+from genpref.registry import resolve_data
 from motion import data as motion_data
 from motion.mdm import MDM, follow_float64, guided, load_mdm, mdm_noise_scheduler, released_args, save_mdm
 from motion.mld import MLD_DDIM, MldDenoiser, MldVae, load_mld, mld_noise_scheduler, save_mld
@@ -50,7 +51,7 @@ KINDS = ("mdm", "mld", "tiny-mdm", "tiny-mld")
 MDM_TEXT_TOKENS = 22  # released MDM: 20 words + start/end for HumanML3D
 DEFAULT_SECONDS = 6.0  # motion length when no dataset sample lends one (released sample.generate default)
 
-# tiny sizes (model.size) for tests and demos: seconds per step on a CPU
+# tiny sizes (model.size) for tests: seconds per step on a CPU
 TINY_MDM = {"default": dict(latent_dim=64, ff_size=128, num_layers=2, num_heads=4, clip_dim=32)}
 TINY_MLD = {
     "default": dict(
@@ -235,10 +236,7 @@ class MotionAdapter:
             key = "data.pairs" if role == "pairs" else "data.ratings"
             if not path:
                 raise UserError(f"{key} is required for this objective: a jsonl of motion .npy files")
-            if path in (f"{TINY_SCHEME}pairs", f"{TINY_SCHEME}ratings"):  # written beside tiny://humanml
-                from motion import tiny_data
-
-                path = tiny_data.ensure(Path(self.cfg.train.output_dir) / "tiny-data" / "humanml") / f"{path[len(TINY_SCHEME):]}.jsonl"
+            path = resolve_data("motion", path, role, self.cfg, self)  # a synthetic scheme -> its file
             return motion_data.motion_jsonl(path, role, self.features, d.on_bad_sample, key)
         raise UserError(f"the motion adapter has no data for role {role!r}")
 
@@ -402,20 +400,10 @@ class MotionAdapter:
 # ---------------------------------------------------------------------------------------------- building
 
 
-TINY_SCHEME = "tiny://"
-
-
 def data_root(cfg: Config) -> Path | None:
-    """data.root; `tiny://humanml` = the synthetic directory of motion/tiny_data.py, written on first use
-    under <train.output_dir>/tiny-data/humanml."""
-    root = cfg.data.root
-    if not root or not root.startswith(TINY_SCHEME):
-        return Path(root) if root else None
-    if root != f"{TINY_SCHEME}humanml":
-        raise UserError(f"data.root: unknown synthetic data {root!r}; valid: {TINY_SCHEME}humanml")
-    from motion import tiny_data
-
-    return tiny_data.ensure(Path(cfg.train.output_dir) / "tiny-data" / "humanml")
+    """data.root; a synthetic scheme (`<scheme>://...`) is resolved by the task that registered it."""
+    root = resolve_data("motion", cfg.data.root, "root", cfg)
+    return Path(root) if root else None
 
 
 def _find_stats(cfg: Config, features: int) -> tuple[np.ndarray, np.ndarray] | None:

@@ -135,7 +135,7 @@ def _eval_paths(cfg: Config, args, run_root: str | None) -> tuple[Path, Path, Pa
         raise UserError("motion eval needs the GloVe word vectors: --glove DIR (our_vab_*) or eval.glove in the config")
     if not root:
         raise UserError("motion eval needs a HumanML3D-format test split: --root DIR, eval.root, or the run's data.root")
-    if str(root).startswith("tiny://"):
+    if "://" in str(root):  # a synthetic scheme (genpref.registry)
         from motion.adapter import data_root
 
         cfg.data.root = root

@@ -74,7 +74,7 @@ def _check_pairs(text_emb: np.ndarray, motion_emb: np.ndarray) -> None:
         )
 
 
-def r_precision(
+def r_precision_hits(
     text_emb: np.ndarray,
     motion_emb: np.ndarray,
     top_k: int = 3,
@@ -82,7 +82,8 @@ def r_precision(
     convention: str = "t2m",
     rng=None,
 ) -> np.ndarray:
-    """Fraction of texts whose own motion is among the top-k nearest of its group -> array[top_k].
+    """Per row, whether the text's own motion is among the top-k nearest of its group -> bool [rows, top_k],
+    rows in the order of `grouped_rows` (for "t2m" / "mdm": the first rows, in the order given).
 
     Within each group of `batch_size` pairs, row i (text i) ranks the group's motions by Euclidean distance;
     top-k counts whether motion i is among the first k. Incomplete last group dropped (see module doc).
@@ -100,7 +101,20 @@ def r_precision(
     # close ones at a smaller column index
     earlier = np.tri(batch_size, k=-1, dtype=bool)  # [i, j]: j < i
     rank = (key < own).sum(-1) + ((key == own) & earlier).sum(-1)  # [G, B]
-    return (rank.reshape(-1)[:, None] < np.arange(1, top_k + 1)[None, :]).mean(axis=0)
+    return rank.reshape(-1)[:, None] < np.arange(1, top_k + 1)[None, :]
+
+
+def r_precision(
+    text_emb: np.ndarray,
+    motion_emb: np.ndarray,
+    top_k: int = 3,
+    batch_size: int = 32,
+    convention: str = "t2m",
+    rng=None,
+) -> np.ndarray:
+    """Fraction of texts whose own motion is among the top-k nearest of its group -> array[top_k]
+    (the mean of `r_precision_hits` over rows)."""
+    return r_precision_hits(text_emb, motion_emb, top_k, batch_size, convention, rng).mean(axis=0)
 
 
 def matching_score(

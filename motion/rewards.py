@@ -1,27 +1,21 @@
-"""Reward models for motion: the `moves` verifier and the T2M evaluator's text–motion similarity.
+"""The motion reward model: the T2M evaluator's text–motion similarity.
 
-Both score de-normalised HumanML3D features [T, 263] (what the motion adapter's `decode` returns)
-against their prompts, in [0, 1], higher = better, and give SoPo its motion–motion similarity S:
+It scores de-normalised HumanML3D features [T, 263] (what the motion adapter's `decode` returns) against
+their prompts, in [0, 1], higher = better, and gives SoPo its motion–motion similarity S:
 
-- "moves" (`MovesReward`): the exact verifier of `motion.moves`; score = fraction of the prompt's four
-  attributes (action, direction, speed, waving hand) the motion gets right (0, 1/4, ..., 1); similarity =
-  the fraction of verifier readings two motions share. No weights.
 - "t2m" (`T2MReward`): the T2M evaluator (`reward.models[].path` = an evaluator run directory holding
   `model/finest.tar` and `meta/{mean,std}.npy`, or the finest.tar itself); score = (1 + cos(text
   embedding, motion embedding)) / 2, similarity = (1 + cos) / 2 of two motion embeddings. Word vectors
-  come from `<path>/glove`, else `<data.root>/glove` (the `moves` dataset writes them there), else
+  come from `<path>/glove`, else `<data.root>/glove`, else
   `eval.glove` in the config. Motions are normalised with the EVALUATOR's statistics and padded frames
   are masked, as DESIGN §2 asks (the released SoPo code fed model-normalised motions with padding).
 
     reward:
-      models: [{name: moves}]                                # or
-      models: [{name: t2m, path: motion/assets/moves/evaluator}]
+      models: [{name: t2m, path: EVALUATOR_DIR}]
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,37 +23,6 @@ import numpy as np
 import torch
 
 from genpref.errors import UserError
-
-
-class MovesReward:
-    """The `moves` verifier as a reward model. Measurements are cached by motion content (SoPo scores
-    each online sample and compares it with its winner, and dataset winners recur every epoch)."""
-
-    def __init__(self, cache_size: int = 4096):
-        self._cache: OrderedDict[bytes, object] = OrderedDict()
-        self._cache_size = cache_size
-
-    def measure(self, motion: np.ndarray):
-        from motion.moves import measure
-
-        motion = np.ascontiguousarray(motion, dtype=np.float32)
-        key = hashlib.blake2b(motion.tobytes(), digest_size=16, person=str(motion.shape).encode()[:16]).digest()
-        if key not in self._cache:
-            self._cache[key] = measure(motion)
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return self._cache[key]
-
-    def score(self, samples: Sequence[np.ndarray], prompts: Sequence[str]) -> torch.Tensor:
-        from motion.moves import judge, parse_prompt
-
-        scores = [judge(self.measure(m), parse_prompt(p)).score for m, p in zip(samples, prompts)]
-        return torch.tensor(scores, dtype=torch.float32)
-
-    def similarity(self, a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> torch.Tensor:
-        from motion.moves import shared_readings
-
-        return torch.tensor([shared_readings(self.measure(x), self.measure(y)) for x, y in zip(a, b)], dtype=torch.float32)
 
 
 def _cosine01(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -110,12 +73,10 @@ class T2MReward:
 
 
 def build_reward(spec, cfg, device):
-    """genpref.build entry point: reward names "moves" and "t2m"."""
-    if spec.name == "moves":
-        return MovesReward()
+    """genpref.build entry point: reward name "t2m"."""
     if spec.name == "t2m":
         if not spec.path:
             raise UserError("reward t2m needs reward.models[].path: an evaluator run directory (model/finest.tar, meta/)")
         glove = [g for g in (cfg.eval.get("glove"), cfg.data.root and Path(cfg.data.root) / "glove") if g]
         return T2MReward.load(spec.path, glove, device)
-    raise UserError(f"motion.rewards has no reward named {spec.name!r} (moves | t2m)")
+    raise UserError(f"motion.rewards has no reward named {spec.name!r} (t2m)")

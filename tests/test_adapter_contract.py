@@ -14,7 +14,7 @@ from genpref.adapter import Adapter, Batch
 from genpref.config import from_dict
 from genpref.forward import branch_errors
 from genpref.noising import noised_branch
-from motion.tiny_data import write_tiny_humanml
+from motion.tasks.tiny_data import write_tiny_humanml
 
 CASES = {  # kind -> (model section, data section); LoRA on some, full fine-tuning (frozen copy) on others
     "toy": ({"lora": {"rank": 4, "alpha": 4, "targets": ["net.0", "net.2"]}}, {}),

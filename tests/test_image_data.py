@@ -12,7 +12,7 @@ from PIL import Image
 
 from genpref.errors import BadSample, UserError
 from image.data import Augment, crop_box, decode_image, preprocess, read_experts, read_pairs, read_prompts
-from image.tiny_data import jpeg_bytes, png_bytes, render
+from image.tasks.tiny_data import jpeg_bytes, png_bytes, render
 
 
 def _jpeg(colour: str, place: str = "top left") -> bytes:

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from genpref.cli import main
-from image import shapes, tiny_data
+from image.tasks import shapes, tiny_data
 
 ROOT = Path(__file__).resolve().parents[1]
 

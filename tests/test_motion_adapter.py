@@ -12,7 +12,7 @@ from genpref.errors import UserError
 from motion.adapter import build_adapter
 from motion.mdm import load_mdm
 from motion.mld import load_mld
-from motion.tiny_data import write_tiny_humanml
+from motion.tasks.tiny_data import write_tiny_humanml
 
 CASES = [("tiny-mdm", None), ("tiny-mdm", 4), ("tiny-mld", None), ("tiny-mld", 4)]
 

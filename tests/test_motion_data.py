@@ -10,7 +10,7 @@ import torch
 from genpref.config import from_dict
 from genpref.errors import BadSample, UserError
 from motion.data import MotionDataset, crop_length, motion_jsonl, normalize, parse_caption_line
-from motion.tiny_data import write_tiny_humanml
+from motion.tasks.tiny_data import write_tiny_humanml
 
 F = 263
 

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 @pytest.fixture
 def small(monkeypatch):
-    from motion import demo
+    from motion.tasks.moves import demo
 
     monkeypatch.setattr(demo, "EVAL", {"per_combo": 3, "frames": 40, "steps": 2, "solver": "dpmsolver++", "t2m_passes": 1})
     monkeypatch.setattr(demo, "FEEDBACK_CAPTIONS", 1)
@@ -22,7 +22,8 @@ def small(monkeypatch):
 
 def test_every_moves_arm_config_validates(small, tmp_path):
     from genpref import build
-    from motion import moves, moves_weights
+    from motion.tasks import moves
+    from motion.tasks.moves import weights as moves_weights
 
     root = moves.build(tmp_path / "data", moves.BuildSettings(train_per_combo=1, val_per_combo=1, test_heldout_per_combo=1,
                                                               test_seen_per_combo=1))  # fmt: skip

@@ -71,12 +71,12 @@ def test_sampler_falls_back_to_the_published_one():
 
 
 def test_demo_runs_record_the_sampler_they_are_evaluated_with():
-    """`genpref eval` on a demo run then samples as the demo's own evaluation did (motion.demo.sample: EVAL's
+    """`genpref eval` on a demo run then samples as the demo's own evaluation did (motion.tasks.moves.demo.sample: EVAL's
     solver and steps, adapter.generate's default guidance 1)."""
     import inspect
 
-    from motion import demo
     from motion.adapter import MotionAdapter
+    from motion.tasks.moves import demo
 
     overrides = demo.common_overrides(Path("base.pt"), Path("data"), Path("evaluator"), seed=0)
     assert inspect.signature(MotionAdapter.generate).parameters["guidance"].default == 1.0

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from motion import moves
 from motion.skeleton import canonicalize, extract_features, recover_from_ric
+from motion.tasks import moves
 
 FLIP_DIRECTION = {"forward": "backward", "backward": "forward", "left": "right", "right": "left"}
 
@@ -177,7 +177,7 @@ def test_text_encoder_is_a_bag_of_words(dataset):
 
 
 def test_moves_reward_scores_and_similarity(clean):
-    from motion.rewards import MovesReward
+    from motion.tasks.moves.reward import MovesReward
 
     reward = MovesReward()
     motions = [clean[0][1], clean[6][1]]  # walk forward slowly / walk backward slowly, neither waving
@@ -202,12 +202,12 @@ def test_feedback_pairs_rank_by_the_verifier(tmp_path, clean):
 
 
 def test_r_precision_hits_match_a_loop():
-    from motion.demo import r_precision_hits
+    from motion.metrics import r_precision_hits
 
     rng = np.random.default_rng(0)
     text, motion = rng.normal(size=(70, 5)), rng.normal(size=(70, 5))
     motion[:40] = text[:40] + 0.3 * rng.normal(size=(40, 5))  # some rows match well
-    hits = r_precision_hits(text, motion, group=32, top_k=3)
+    hits = r_precision_hits(text, motion, top_k=3, batch_size=32)
     assert hits.shape == (64, 3)  # the incomplete last group is dropped
     for i in range(64):
         g = i // 32 * 32

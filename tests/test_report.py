@@ -56,7 +56,7 @@ def test_demo_collects_a_half_and_fails_clearly_after_writing_the_report(tmp_pat
     bad.run_demo = broken
     monkeypatch.setitem(sys.modules, "fake_good_half", good)
     monkeypatch.setitem(sys.modules, "fake_bad_half", bad)
-    monkeypatch.setattr(demo, "HALVES", {"image": "fake_good_half", "motion": "fake_bad_half"})
+    monkeypatch.setattr(demo, "parts", lambda: {"image": "fake_good_half", "motion": "fake_bad_half"})
     report = demo.run_demo("image", tmp_path / "demo", seed=3)
     saved = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert report.is_file() and saved["image"]["seed_seen"] == 3 and saved["meta"]["seed"] == 3
@@ -75,15 +75,16 @@ def test_bench_quality_writes_tables_and_uses_the_runs_directory(tmp_path, monke
 
     seen = {}
 
-    def bench(runs, seeds, steps, arms, setting):
+    def bench(task, runs, seeds, steps, arms, setting):
+        assert task is half
         seen["runs"], seen["seeds"], seen["arms"], seen["setting"] = runs, seeds, arms, setting
         return {"task": "shapes", "rows": [{"objective": "base", "seed": None, "heldout_accuracy": 0.25}],
                 "summary": [{"objective": "dro", "runs": 3, "heldout_accuracy": 0.5, "heldout_accuracy_ci95": [0.4, 0.6]}]}
 
     half = types.ModuleType("fake_bench_half")
-    half.bench_quality = bench
     monkeypatch.setitem(sys.modules, "fake_bench_half", half)
-    monkeypatch.setattr(demo, "HALVES", {"image": "fake_bench_half"})
+    monkeypatch.setattr(demo, "parts", lambda: {"image": "fake_bench_half"})
+    monkeypatch.setattr(demo, "run_bench", bench)
     written = demo.bench_quality("image", tmp_path / "results", seeds=(0, 1, 2), runs_dir=tmp_path / "runs",
                                  arms=["grpo", "sft"], setting="heldout_prompts")
     assert seen == {"runs": tmp_path / "runs" / "image", "seeds": [0, 1, 2], "arms": ["grpo", "sft"], "setting": "heldout_prompts"}

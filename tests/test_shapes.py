@@ -11,7 +11,7 @@ from demo_checks import check_bench_resumes, check_demo_half
 from PIL import Image
 
 from genpref.errors import UserError
-from image import shapes
+from image.tasks import shapes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -120,7 +120,7 @@ def test_pairs_and_ratings_writers_read_back_through_the_image_data_readers(tmp_
 
 
 def test_attribute_tokens_one_hot_with_a_none_token_per_slot():
-    from image.shapes_model import VOCAB, AttributePromptEncoder
+    from image.tasks.shapes.model import VOCAB, AttributePromptEncoder
 
     cond = AttributePromptEncoder().encode(["a yellow square at the bottom left", "a circle"])
     hidden, pooled = cond["encoder_hidden_states"], cond["class_labels"]
@@ -131,10 +131,10 @@ def test_attribute_tokens_one_hot_with_a_none_token_per_slot():
 
 
 def test_shapes_reward_scores_and_similarity():
-    from genpref.build import REWARDS
-    from image.rewards import build_reward
+    from genpref.build import rewards
+    from image.tasks.shapes.reward import build_reward
 
-    assert REWARDS["shapes"] == "image.rewards"
+    assert rewards()["shapes"] == "image.tasks.shapes.reward"
     reward = build_reward(type("Spec", (), {"name": "shapes"})(), None, "cpu")
     prompt = "a green triangle at the top right"
     right = shapes.render(shapes.parse_combo(prompt))
@@ -155,7 +155,7 @@ def _train(config: str, tmp_path: Path, *overrides: str) -> Path:
 def test_base_kind_trains_saves_and_loads_back(tmp_path):
     from safetensors.torch import load_file
 
-    from image import shapes_model
+    from image.tasks.shapes import model as shapes_model
 
     run = _train("shapes_base.yaml", tmp_path, "train.max_steps=2", "train.batch_size=4", "train.checkpoint_every=0",
                  "train.sample_prompts=[]", "train.ema_decay=null")
@@ -180,7 +180,7 @@ def test_dro_recipe_runs_on_shapes_with_rollouts(tmp_path):
 
 
 def test_bad_weights_file_names_the_file(tmp_path):
-    from image import shapes_model
+    from image.tasks.shapes import model as shapes_model
 
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"not a safetensors file")
@@ -205,12 +205,14 @@ def test_every_shapes_config_validates():
 @pytest.fixture
 def small_demo(tmp_path, monkeypatch):
     """The demo with a random base, 1 training step, 1 sample per held-out prompt and 2 sampler steps."""
-    from image import demo, shapes_model
+    from image.tasks.shapes import demo
+    from image.tasks.shapes import model as shapes_model
 
     base = shapes_model.save(shapes_model.build_unet("small", seed=5), tmp_path / "base")
     monkeypatch.setattr(demo, "BASE_WEIGHTS", base)
     monkeypatch.setattr(demo, "EVAL", {"per_prompt": 1, "steps": 2, "solver": "ddim"})
     monkeypatch.setattr(demo, "FEEDBACK_PER_PROMPT", 2)
+    monkeypatch.setattr(demo, "TRAIN_PER_PROMPT", 1)
     return demo
 
 
@@ -224,11 +226,11 @@ def test_run_demo_writes_paired_results_figure_and_runs(small_demo, tmp_path):
 
 
 def test_bench_quality_rows_are_paired_with_one_base_and_resume(small_demo, tmp_path):
-    check_bench_resumes(small_demo.bench_quality, tmp_path / "bench", train_per_prompt=1)
+    check_bench_resumes(small_demo.bench_quality, tmp_path / "bench")
 
 
 def test_recipe_overrides_are_python_values():
-    from image.demo import recipe_config
+    from image.tasks.shapes.demo import recipe_config
 
     cfg = recipe_config("shapes_dro.yaml", {"train.output_dir": '/tmp/a dir/"q"', "train.sample_prompts": [],
                                             "model.path": None, "train.lr": 1e-4})
@@ -240,7 +242,8 @@ def test_recipe_overrides_are_python_values():
 
 def test_shipped_base_weights_fit_the_configs():
     from genpref.config import load_config
-    from image import demo, shapes_model
+    from image.tasks.shapes import demo
+    from image.tasks.shapes import model as shapes_model
 
     cfg = load_config(REPO / "configs" / "image" / "shapes_dro.yaml", ["train.output_dir=/tmp/unused"])
     assert (REPO / cfg.model.path).resolve() == demo.BASE_WEIGHTS

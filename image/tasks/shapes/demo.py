@@ -1,11 +1,15 @@
-"""The image half of `genpref demo` and `genpref bench quality`: the `shapes` task end to end.
+"""The image part of `genpref demo` and `genpref bench quality` (a genpref.demo.TaskPart): the `shapes` task.
 
 run_demo: task data -> the shipped base (or pretrain it) -> fine-tune with the default preference recipe
 (Diffusion-DRO, configs/image/shapes_dro.yaml) and the plain-SFT control (shapes_sft.yaml) -> evaluate
 base, DRO and SFT on the held-out attribute combinations with the same initial noise for every model ->
 results with 95% intervals (Wilson for accuracies, paired bootstrap for differences, exact McNemar).
-bench_quality: every objective with a shapes config, several seeds each, against the same base samples.
-The recipes are the YAML files in configs/image/, read as they are with only paths and seeds overridden.
+bench_setup: what genpref.demo's benchmark loop needs to run every objective with a shapes config, several
+seeds each, against the same base samples. The recipes are the YAML files in configs/image/, read as they
+are with only paths and seeds overridden.
+
+    python -m image.tasks.shapes.demo demo OUT_DIR [--seeds 0] [--steps N]
+    python -m image.tasks.shapes.demo bench OUT_DIR [--seeds 0 1 2] [--arms sft dro] [--steps N] [--setting heldout_prompts]
 """
 
 from __future__ import annotations
@@ -20,13 +24,13 @@ import numpy as np
 import torch
 
 from genpref import stats
-from genpref.errors import UserError
-from genpref.rundir import generated_samples
-from image import shapes
+from genpref.demo import BenchSetup, run_bench
+from image.tasks import shapes
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 CONFIGS = REPO / "configs" / "image"
-BASE_WEIGHTS = Path(__file__).resolve().parent / "assets" / "shapes_base.safetensors"
+BASE_WEIGHTS = Path(__file__).resolve().parents[2] / "assets" / "shapes_base.safetensors"  # image/assets/
+TASK = "shapes"
 RECIPE = "dro"  # the default image preference recipe
 EVAL = {"per_prompt": 20, "steps": 20, "solver": "ddim"}  # held-out evaluation: 12 combos × 20 samples
 # bench arms: name -> config file in configs/image/ (each fine-tunes the same base)
@@ -53,6 +57,8 @@ ARMS = {
 # metrics.jsonl keys copied into the demo's curves (those a run logs): losses, ranking, collapse watch,
 # and the verifier's score of online samples (SoPo, OAIF)
 CURVES = ("loss", "implicit_acc", "e_ratio_w", "hinge_active", "margin", "reward_online", "score_best", "score_worst")
+FINAL_CURVES = ("e_ratio_w", "implicit_acc")  # their last values go into a bench row (final_<key>)
+TRAIN_PER_PROMPT = 5  # bench: samples per training prompt in the training-prompt evaluation
 
 
 # ---------------------------------------------------------------------------------------------- pieces
@@ -284,66 +290,51 @@ def _evaluate_cached(path: Path, weights: Path, work: Path, prompts: list[str], 
     return result
 
 
-def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, arms: Sequence[str] | None = None,
-                  train_per_prompt: int = 5, setting: str = "train_prompts") -> dict:
-    """Every objective in ARMS (or `arms`) × seeds from the same base, at each config's compute budget
-    (or `steps`), evaluated on held-out and training prompts with one shared set of initial noise.
-
-    setting "train_prompts": online recipes draw prompts of the training combinations only;
-    "heldout_prompts": their prompts include the held-out combinations too (never expert data of them).
-    Resumable: each (arm, seed) writes out_dir/rows/<arm>-<seed>.json (rows-heldout_prompts/ for that
-    setting) and is skipped when present."""
+def bench_setup(out_dir: Path, setting: str) -> BenchSetup:
+    """The shapes benchmark (genpref.demo.run_bench): data, base, the base's feedback data and its
+    evaluation on held-out and training prompts, with one shared set of initial noise."""
     out_dir = Path(out_dir)
-    arms = list(arms or ARMS)
-    unknown = [a for a in arms if a not in ARMS]
-    if unknown:
-        raise UserError(f"bench: unknown image arm(s) {unknown}; valid: {', '.join(ARMS)}")
     data = write_task_data(out_dir / "data")
     prompts_file = data["prompts"] if setting == "train_prompts" else data["all_prompts"]
-    tag = "" if setting == "train_prompts" else f"-{setting}"
     base = base_weights(out_dir)
     feedback = write_base_feedback(out_dir / "data", base)
     eval_seed = 777  # one noise set for every arm and seed: every comparison with the base is paired
-    heldout = eval_prompts(shapes.heldout_combos(), EVAL["per_prompt"])
-    train_prompts = eval_prompts(shapes.train_combos(), train_per_prompt)
+    splits = {"heldout": eval_prompts(shapes.heldout_combos(), EVAL["per_prompt"]),
+              "train": eval_prompts(shapes.train_combos(), TRAIN_PER_PROMPT)}
     evals = out_dir / "evals"
     base_eval = {split: _evaluate_cached(evals / f"base-{split}.npz", base, out_dir / "eval-cache", prompts, eval_seed)
-                 for split, prompts in (("heldout", heldout), ("train", train_prompts))}
-    rows = []
-    for arm in arms:
-        for seed in seeds:
-            row_path = out_dir / f"rows{tag}" / f"{arm}-{seed}.json"
-            if row_path.is_file():
-                rows.append(json.loads(row_path.read_text()))
-                continue
-            run = out_dir / f"runs{tag}" / f"{arm}-{seed}"
-            overrides = {"model.path": str(base), "data.experts": str(data["experts"]), "data.prompts": str(prompts_file),
-                         "data.pairs": str(feedback["pairs"]), "data.ratings": str(feedback["ratings"]),
-                         "data.cache_dir": str(out_dir / "cache"), "train.seed": seed,
-                         "train.sample_prompts": [], "train.checkpoint_every": 0}
-            if steps is not None:
-                overrides["train.max_steps"] = steps
-            seconds = train_arm(ARMS[arm], run, overrides)
-            row = {"objective": arm, "seed": seed, "setting": setting, "train_s": round(seconds, 1),
-                   **generated_samples(run)}
-            for split, prompts in (("heldout", heldout), ("train", train_prompts)):
-                r = _evaluate_cached(evals / f"{arm}{tag}-{seed}-{split}.npz", run / "final", out_dir / "eval-cache",
-                                     prompts, eval_seed)
-                b = base_eval[split]
-                row.update(stats.versus_base(split, r["all"], b["all"], r["score"], b["score"], seed))
-            last = curves(run)
-            for key in ("e_ratio_w", "implicit_acc"):
-                if last.get(key):
-                    row[f"final_{key}"] = last[key][-1][1]
-            row_path.parent.mkdir(parents=True, exist_ok=True)
-            row_path.write_text(json.dumps(row, indent=1))
-            rows.append(row)
-    base_row = {"objective": "base", "seed": None,
+                 for split, prompts in splits.items()}
+
+    def overrides(seed: int) -> dict:
+        return {"model.path": str(base), "data.experts": str(data["experts"]), "data.prompts": str(prompts_file),
+                "data.pairs": str(feedback["pairs"]), "data.ratings": str(feedback["ratings"]),
+                "data.cache_dir": str(out_dir / "cache"), "train.seed": seed,
+                "train.sample_prompts": [], "train.checkpoint_every": 0}
+
+    def score(arm: str, tag: str, seed: int, run: Path) -> dict:
+        row = {}
+        for split, prompts in splits.items():
+            r = _evaluate_cached(evals / f"{arm}{tag}-{seed}-{split}.npz", run / "final", out_dir / "eval-cache",
+                                 prompts, eval_seed)
+            b = base_eval[split]
+            row.update(stats.versus_base(split, r["all"], b["all"], r["score"], b["score"], seed))
+        return row
+
+    def base_row() -> dict:
+        return {"objective": "base", "seed": None,
                 **{f"{s}_accuracy": float(base_eval[s]["all"].mean()) for s in base_eval},
                 **{f"{s}_attribute_score": float(base_eval[s]["score"].mean()) for s in base_eval}}
-    return {"task": "shapes", "rows": [base_row, *rows], "summary": summarize(rows),
-            "settings": {"eval": {**EVAL, "train_per_prompt": train_per_prompt, "noise_seed": eval_seed},
-                         "seeds": list(seeds), "steps": steps, "base_weights": str(base), "setting": setting}}
+
+    return BenchSetup(overrides, train_arm, score, base_row,
+                      {**EVAL, "train_per_prompt": TRAIN_PER_PROMPT, "noise_seed": eval_seed}, base)
+
+
+def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, arms: Sequence[str] | None = None,
+                  setting: str = "train_prompts") -> dict:
+    """Every objective in ARMS (or `arms`) × seeds from the same base (genpref.demo.run_bench)."""
+    import sys
+
+    return run_bench(sys.modules[__name__], out_dir, seeds=seeds, steps=steps, arms=arms, setting=setting)
 
 
 SUMMARY_METRICS = ("heldout_accuracy", "heldout_diff_vs_base", "heldout_diff_vs_sft", "heldout_attribute_score",
@@ -351,27 +342,7 @@ SUMMARY_METRICS = ("heldout_accuracy", "heldout_diff_vs_base", "heldout_diff_vs_
                    "generated_samples")
 
 
-def summarize(rows: list[dict]) -> list[dict]:
-    """Per objective: the mean over seeds of each metric with a t interval over seeds (differences to SFT
-    paired by seed: same evaluation noise and prompts)."""
-    return stats.summarize_runs(stats.versus_arm(rows, "sft", ("heldout_accuracy", "train_accuracy")), SUMMARY_METRICS,
-                                by="objective")
-
-
 if __name__ == "__main__":
-    import argparse
+    from genpref.demo import main
 
-    parser = argparse.ArgumentParser(description="The shapes demo or quality benchmark (image half).")
-    parser.add_argument("what", choices=["demo", "bench"])
-    parser.add_argument("out_dir")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--arms", nargs="+")
-    parser.add_argument("--steps", type=int)
-    parser.add_argument("--setting", default="train_prompts", choices=["train_prompts", "heldout_prompts"])
-    args = parser.parse_args()
-    if args.what == "demo":
-        result = run_demo(Path(args.out_dir), seed=args.seeds[0], steps=args.steps)
-    else:
-        result = bench_quality(Path(args.out_dir), seeds=args.seeds, steps=args.steps, arms=args.arms, setting=args.setting)
-        Path(args.out_dir, "bench.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps({k: result[k] for k in ("results", "paired", "summary") if k in result}, indent=1))
+    main("image")

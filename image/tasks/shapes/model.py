@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from genpref.errors import UserError
-from image.shapes import COLOURS, POSITIONS, SHAPES, parse
+from image.tasks.shapes import COLOURS, POSITIONS, SHAPES, parse
 
 # the token vocabulary: every attribute value, then one "none" token per slot
 SLOTS = (tuple(COLOURS), SHAPES, POSITIONS)
@@ -134,9 +134,20 @@ def load(path: str | Path | None, size: str = "default", seed: int = 0) -> nn.Mo
 
 
 def load_components(model_cfg, seed: int = 0):
-    """Components for the image adapter: the UNet, no VAE, no CLIP (the attribute encoder replaces it)."""
+    """Components for the image adapter: the UNet, no VAE, no CLIP (the attribute encoder replaces it), and
+    its own weight files for a full fine-tune (there is no pipeline to save)."""
     from image.models import Components
 
     unet = load(model_cfg.path, model_cfg.size, seed)
     scheduler = noise_schedule(model_cfg.prediction_type or "v_prediction")
-    return Components("shapes", unet, None, [], [], scheduler, str(model_cfg.path or "random init"))
+    return Components("shapes", unet, None, [], [], scheduler, str(model_cfg.path or "random init"),
+                      prompt_encoder=AttributePromptEncoder(), save_weights=save)
+
+
+def build_adapter(cfg, device, weight_dtype):
+    """genpref.build entry point for model.kind shapes-unet: the image adapter around this UNet."""
+    from image.adapter import ImageAdapter
+    from image.models import quiet
+
+    with quiet():
+        return ImageAdapter(load_components(cfg.model, cfg.train.seed), cfg, device, weight_dtype)

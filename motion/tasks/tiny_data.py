@@ -12,7 +12,11 @@ for a time sub-span.
 speed, turning rate, root-height range and mean, right-wrist height) are compared with each action's clean
 prototype; the score is the softmax probability of the caption's action, in [0, 1].
 
-    python -m motion.tiny_data OUT_DIR [--motions 48] [--seed 0]
+A config reads the directory as `data.root: tiny://humanml` and its preferences as `data.pairs: tiny://pairs`
+/ `data.ratings: tiny://ratings` (the motion scheme tiny:// of genpref.registry), written on first use under
+<train.output_dir>/tiny-data/humanml.
+
+    python -m motion.tasks.tiny_data OUT_DIR [--motions 48] [--seed 0]
 """
 
 from __future__ import annotations
@@ -191,6 +195,19 @@ def ensure(directory: str | Path, num_motions: int = 48, seed: int = 0) -> Path:
         write_preferences(directory)
         (directory / ".preferences").write_text("ok\n")
     return directory
+
+
+def resolve_data(spec: str, key: str, cfg, adapter=None) -> Path:
+    """genpref.registry hook for the motion scheme tiny://: data.root tiny://humanml -> the directory;
+    data.pairs tiny://pairs and data.ratings tiny://ratings -> the files written beside it."""
+    from genpref.errors import UserError
+
+    name = spec[len("tiny://"):]
+    valid = {"root": ("humanml",), "pairs": ("pairs",), "ratings": ("ratings",)}.get(key, ())
+    if name not in valid:
+        raise UserError(f"data.{key}: unknown synthetic data {spec!r}; valid: {', '.join(f'tiny://{v}' for v in valid) or 'none'}")
+    root = ensure(Path(cfg.train.output_dir) / "tiny-data" / "humanml")
+    return root if key == "root" else root / f"{name}.jsonl"
 
 
 # ---------------------------------------------------------------------------------------------- verifier

@@ -2,7 +2,7 @@
 captions and a T2M evaluator trained on the task; where they are, how they are made, and training them
 on the spot when they are missing.
 
-    python -m motion.demo assets [--data data/moves] [--work runs/moves-assets]   # rebuild them
+    python -m motion.tasks.moves.weights [--data data/moves] [--work runs/moves-assets]   # rebuild them
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import torch
 
 from genpref.demo import recipe_config
 from genpref.safe_load import load_weights
-from motion import moves
+from motion.tasks import moves
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "motion"
-ASSETS = Path(__file__).resolve().parent / "assets" / "moves"
+CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "motion"
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "moves"  # motion/assets/moves
 BASE = ASSETS / "base" / "model.pt"  # MDM (released layout, args.json beside it)
 EVALUATOR = ASSETS / "evaluator"  # model/finest.tar + meta/{mean,std}.npy
 # the base MDM of the moves task: 3 layers, 96 wide (0.32 M parameters), 100-step cosine schedule
@@ -69,7 +69,7 @@ def base_and_evaluator(out_dir: Path, data_root: Path, seed: int = 0) -> tuple[P
 
     base, evaluator = BASE, EVALUATOR
     if not base.is_file():
-        warnings.warn(f"{BASE} is missing: pretraining the base now (python -m motion.demo assets ships it)", stacklevel=2)
+        warnings.warn(f"{BASE} is missing: pretraining the base now (python -m motion.tasks.moves.weights ships it)", stacklevel=2)
         base = out_dir / "runs" / "base" / "final" / "model.pt"
         if not base.is_file():
             base = pretrain_base(data_root, out_dir / "runs" / "base", seed)
@@ -98,3 +98,19 @@ def build_assets(data_dir: Path, work_dir: Path, seed: int = 0) -> tuple[Path, P
     for sub in ("meta", "glove"):
         shutil.copytree(evaluator / sub, EVALUATOR / sub, dirs_exist_ok=True)
     return ASSETS / "base" / "model.pt", EVALUATOR
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m motion.tasks.moves.weights",
+                                     description="Rebuild motion/assets/moves (base MDM and T2M evaluator).")
+    parser.add_argument("--data", default="data/moves")
+    parser.add_argument("--work", default="runs/moves-assets")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(build_assets(Path(args.data), Path(args.work), args.seed))
+
+
+if __name__ == "__main__":
+    main()

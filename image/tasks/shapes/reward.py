@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from genpref.errors import UserError
-from image import shapes
+from image.tasks import shapes
 
 
 class ShapesVerifier:

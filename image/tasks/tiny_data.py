@@ -1,6 +1,7 @@
 """Synthetic coloured-shape data for the tiny configs and tests: an experts folder, a Pick-a-Pic-style
 parquet, a prompts file and rated single samples, written deterministically in milliseconds
-(`python -m image.tiny_data DIR`)."""
+(`python -m image.tasks.tiny_data DIR`). A config reads them as `data.experts: tiny://experts` etc.
+(the image scheme tiny:// of genpref.registry), written under <train.output_dir>/tiny-data on first use."""
 
 from __future__ import annotations
 
@@ -136,6 +137,17 @@ def ensure(directory: str | Path, size: int = 32) -> dict[str, Path]:
         write_ratings(paths["ratings"].parent, size=size)
         ratings_marker.write_text("ok\n")
     return paths
+
+
+def resolve_data(spec: str, key: str, cfg, adapter) -> str:
+    """genpref.registry hook for the image scheme tiny://: `tiny://experts` etc. -> the path written."""
+    from genpref.errors import UserError
+
+    paths = ensure(Path(cfg.train.output_dir) / "tiny-data", cfg.data.resolution)
+    name = spec[len("tiny://"):]
+    if name not in paths:
+        raise UserError(f"data: unknown synthetic data {spec!r}; valid: " + ", ".join(f"tiny://{k}" for k in paths))
+    return str(paths[name])
 
 
 if __name__ == "__main__":

@@ -1,17 +1,17 @@
-"""The motion half of `genpref demo` and `genpref bench quality`: the `moves` task end to end.
+"""The motion part of `genpref demo` and `genpref bench quality` (a genpref.demo.TaskPart): the `moves` task.
 
-run_demo: task data (motion.moves) -> the shipped base MDM and T2M evaluator (or train them) ->
+run_demo: task data (motion.tasks.moves) -> the shipped base MDM and T2M evaluator (or train them) ->
 fine-tune with the default preference recipe (SoPo, configs/motion/moves_sopo.yaml) and the plain-SFT
 control (moves_sft.yaml) at the same steps and batch -> evaluate base, SoPo and SFT with the same
 initial noise per prompt: verifier accuracy on held-out attribute combinations (exact), and the T2M
 metrics (R-precision, MM-Dist, FID) of the test split -> results with 95% intervals (Wilson for
 proportions, paired bootstrap for differences, exact McNemar) and figures (pose strips, animations).
-bench_quality: every objective with a moves config, several seeds each, against the same base samples.
-The recipes are the YAML files in configs/motion/, read as they are with only paths and seeds overridden.
+bench_setup: what genpref.demo's benchmark loop needs to run every objective with a moves config, several
+seeds each, against the same base samples. The recipes are the YAML files in configs/motion/, read as they
+are with only paths and seeds overridden. R-precision is the evaluation's (`motion.metrics.r_precision_hits`).
 
-    python -m motion.demo demo OUT_DIR [--seed 0]
-    python -m motion.demo bench OUT_DIR [--seeds 0 1 2] [--arms sft sopo] [--steps N]
-    python -m motion.demo assets [--data data/moves] [--work runs/moves-assets]   # rebuild the shipped weights
+    python -m motion.tasks.moves.demo demo OUT_DIR [--seeds 0] [--steps N]
+    python -m motion.tasks.moves.demo bench OUT_DIR [--seeds 0 1 2] [--arms sft sopo] [--steps N]
 """
 
 from __future__ import annotations
@@ -25,14 +25,15 @@ import numpy as np
 import torch
 
 from genpref import stats
-from genpref.errors import UserError
-from genpref.rundir import generated_samples
-from motion import moves
-from motion.draw import pose_grid, side_by_side_gif
-from motion.moves_weights import base_and_evaluator, build_assets
+from genpref.demo import BenchSetup, run_bench
+from motion.metrics import r_precision_hits
+from motion.tasks import moves
+from motion.tasks.moves.figures import pose_grid, side_by_side_gif
+from motion.tasks.moves.weights import base_and_evaluator
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 CONFIGS = REPO / "configs" / "motion"
+TASK = "moves"
 RECIPE = "sopo"  # the default motion preference recipe
 # bench arms: name -> config file in configs/motion/ (each fine-tunes the same base)
 ARMS = {
@@ -56,6 +57,7 @@ ARMS = {
 }
 EVAL = {"per_combo": 40, "frames": 48, "steps": 10, "solver": "dpmsolver++", "t2m_passes": 2}
 CURVES = ("loss", "implicit_acc", "open_gate", "reward_l", "reward_online", "e_ratio_w", "margin")
+FINAL_CURVES = ("e_ratio_w", "implicit_acc", "open_gate")  # their last values go into a bench row (final_<key>)
 
 
 # ---------------------------------------------------------------------------------------------- pieces
@@ -139,20 +141,6 @@ def eval_prompts(combos: Sequence[tuple[str, str, str]], per_combo: int, seed: i
     """Fresh captions (synonyms drawn from `seed`) for each combination."""
     pairs = moves.prompts_for(combos, per_combo, np.random.default_rng([seed, 31]))
     return [p for p, _ in pairs], [w for _, w in pairs]
-
-
-def r_precision_hits(text_emb: np.ndarray, motion_emb: np.ndarray, group: int = 32, top_k: int = 3) -> np.ndarray:
-    """[rows, top_k] booleans: row i's own motion is among the k nearest of its group of `group`
-    consecutive rows (T2M protocol: Euclidean distance, incomplete last group dropped)."""
-    from motion.metrics import euclidean_distance_matrix
-
-    rows = len(text_emb) // group * group
-    t = text_emb[:rows].reshape(-1, group, text_emb.shape[1])
-    m = motion_emb[:rows].reshape(-1, group, motion_emb.shape[1])
-    dist = euclidean_distance_matrix(t, m)  # [G, group, group]
-    own = np.diagonal(dist, axis1=1, axis2=2)[..., None]
-    rank = (dist < own).sum(-1).reshape(-1)  # motions strictly closer than the matched one
-    return rank[:, None] < np.arange(1, top_k + 1)[None, :]
 
 
 def t2m_pass(reward, split, adapters: dict, seed: int, progress: bool) -> dict:
@@ -345,64 +333,53 @@ def t2m_metrics(checkpoint: Path, data_root: Path, evaluator: Path, cache: Path,
     return out
 
 
-def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, arms: Sequence[str] | None = None,
-                  setting: str = "train_prompts") -> dict:
-    """Every objective in ARMS (or `arms`) × seeds from the same base at each config's budget (or `steps`
-    for all), evaluated on held-out and training combinations with one shared set of initial noise.
-    setting "heldout_prompts": online recipes also draw captions of the held-out combinations (never their
-    motions). Resumable: each (arm, seed) writes out_dir/rows/<arm>-<seed>.json (rows-heldout_prompts/ for
-    that setting) and is skipped when present."""
+def bench_setup(out_dir: Path, setting: str) -> BenchSetup:
+    """The moves benchmark (genpref.demo.run_bench): data, base and evaluator, the base's feedback data and
+    its evaluation on held-out and training combinations, with one shared set of initial noise."""
     out_dir = Path(out_dir)
-    arms = list(arms or ARMS)
-    unknown = [a for a in arms if a not in ARMS]
-    if unknown:
-        raise UserError(f"bench: unknown motion arm(s) {unknown}; valid: {', '.join(ARMS)}")
     data_root = moves.build(out_dir / "data")
     base, evaluator = base_and_evaluator(out_dir, data_root)
     feedback = write_base_feedback(data_root, base, out_dir / "data" / "feedback")
-    tag = "" if setting == "train_prompts" else f"-{setting}"
     prompts = None if setting == "train_prompts" else all_prompts(data_root, out_dir / "data" / "all-prompts.txt")
     noise_seed = 777  # one noise set for every arm and seed: every comparison with the base is paired
     evals = out_dir / "evals"
     base_eval = evaluate_model(base, data_root, evals / "base.npz", noise_seed)
-    rows = []
-    for arm in arms:
-        for seed in seeds:
-            row_path = out_dir / f"rows{tag}" / f"{arm}-{seed}.json"
-            run = out_dir / f"runs{tag}" / f"{arm}-{seed}"
-            if row_path.is_file():
-                row = json.loads(row_path.read_text())
-                if "test_fid" not in row and (run / "final" / "model.pt").is_file():  # rows from before the T2M columns
-                    row.update(t2m_metrics(run / "final" / "model.pt", data_root, evaluator, evals / f"{arm}-{seed}-t2m.json"))
-                    row_path.write_text(json.dumps(row, indent=1))
-                rows.append(row)
-                continue
-            overrides = {**common_overrides(base, data_root, evaluator, seed), "data.pairs": str(feedback["pairs"]),
-                         "data.ratings": str(feedback["ratings"])}  # fmt: skip
-            if prompts is not None:
-                overrides["data.prompts"] = str(prompts)
-            if steps is not None:
-                overrides["train.max_steps"] = steps
-            seconds = train_arm(ARMS[arm], run, overrides)
-            r = evaluate_model(run / "final" / "model.pt", data_root, evals / f"{arm}{tag}-{seed}.npz", noise_seed)
-            row = {"objective": arm, "seed": seed, "setting": setting, "train_s": round(seconds, 1), **generated_samples(run),
-                   **t2m_metrics(run / "final" / "model.pt", data_root, evaluator, evals / f"{arm}{tag}-{seed}-t2m.json")}
-            for split in ("heldout", "train"):
-                row.update(stats.versus_base(split, r[f"{split}_all"], base_eval[f"{split}_all"], r[f"{split}_score"],
-                                             base_eval[f"{split}_score"], seed))  # fmt: skip
-            last = curves(run)
-            for key in ("e_ratio_w", "implicit_acc", "open_gate"):
-                if last.get(key):
-                    row[f"final_{key}"] = last[key][-1][1]
-            row_path.parent.mkdir(parents=True, exist_ok=True)
-            row_path.write_text(json.dumps(row, indent=1))
-            rows.append(row)
-    base_row = {"objective": "base", "seed": None,
+
+    def overrides(seed: int) -> dict:
+        out = {**common_overrides(base, data_root, evaluator, seed), "data.pairs": str(feedback["pairs"]),
+               "data.ratings": str(feedback["ratings"])}  # fmt: skip
+        if prompts is not None:
+            out["data.prompts"] = str(prompts)
+        return out
+
+    def score(arm: str, tag: str, seed: int, run: Path) -> dict:
+        model = run / "final" / "model.pt"
+        r = evaluate_model(model, data_root, evals / f"{arm}{tag}-{seed}.npz", noise_seed)
+        row = t2m_metrics(model, data_root, evaluator, evals / f"{arm}{tag}-{seed}-t2m.json")
+        for split in ("heldout", "train"):
+            row.update(stats.versus_base(split, r[f"{split}_all"], base_eval[f"{split}_all"], r[f"{split}_score"],
+                                         base_eval[f"{split}_score"], seed))  # fmt: skip
+        return row
+
+    def reuse(row: dict, arm: str, seed: int, run: Path) -> dict:
+        if "test_fid" not in row and (run / "final" / "model.pt").is_file():  # rows from before the T2M columns
+            row = {**row, **t2m_metrics(run / "final" / "model.pt", data_root, evaluator, evals / f"{arm}-{seed}-t2m.json")}
+        return row
+
+    def base_row() -> dict:
+        return {"objective": "base", "seed": None,
                 **{f"{s}_accuracy": float(base_eval[f"{s}_all"].mean()) for s in ("heldout", "train")},
                 **t2m_metrics(base, data_root, evaluator, evals / "base-t2m.json")}  # fmt: skip
-    return {"task": "moves", "rows": [base_row, *rows], "summary": summarize(rows),
-            "settings": {"eval": {**EVAL, "noise_seed": noise_seed}, "seeds": list(seeds), "steps": steps,
-                         "base_weights": str(base), "setting": setting}}  # fmt: skip
+
+    return BenchSetup(overrides, train_arm, score, base_row, {**EVAL, "noise_seed": noise_seed}, base, reuse)
+
+
+def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, arms: Sequence[str] | None = None,
+                  setting: str = "train_prompts") -> dict:
+    """Every objective in ARMS (or `arms`) × seeds from the same base (genpref.demo.run_bench)."""
+    import sys
+
+    return run_bench(sys.modules[__name__], out_dir, seeds=seeds, steps=steps, arms=arms, setting=setting)
 
 
 SUMMARY_METRICS = ("heldout_accuracy", "heldout_diff_vs_base", "heldout_diff_vs_sft", "heldout_attribute_score",
@@ -429,43 +406,7 @@ def all_prompts(data_root: Path, path: Path) -> Path:
     return path
 
 
-def summarize(rows: list[dict]) -> list[dict]:
-    """Per objective: the mean over seeds of each metric with a t interval over seeds (differences to SFT
-    paired by seed: same evaluation noise and prompts)."""
-    return stats.summarize_runs(stats.versus_arm(rows, "sft", ("heldout_accuracy", "train_accuracy")), SUMMARY_METRICS,
-                                by="objective")
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m motion.demo", description="The moves demo, quality benchmark, or shipped weights.")
-    sub = parser.add_subparsers(dest="what", required=True)
-    p = sub.add_parser("demo", help="the motion half of genpref demo")
-    p.add_argument("out_dir")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int)
-    p = sub.add_parser("bench", help="every motion objective × seeds")
-    p.add_argument("out_dir")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--arms", nargs="+")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--setting", default="train_prompts", choices=["train_prompts", "heldout_prompts"])
-    p = sub.add_parser("assets", help="rebuild motion/assets/moves (base MDM and T2M evaluator)")
-    p.add_argument("--data", default="data/moves")
-    p.add_argument("--work", default="runs/moves-assets")
-    p.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.what == "demo":
-        result = run_demo(Path(args.out_dir), seed=args.seed, steps=args.steps)
-        print(json.dumps({k: result[k] for k in ("results", "paired")}, indent=1))
-    elif args.what == "bench":
-        result = bench_quality(Path(args.out_dir), seeds=args.seeds, steps=args.steps, arms=args.arms, setting=args.setting)
-        Path(args.out_dir, "bench.json").write_text(json.dumps(result, indent=1))
-        print(json.dumps(result["summary"], indent=1))
-    else:
-        print(build_assets(Path(args.data), Path(args.work), args.seed))
-
-
 if __name__ == "__main__":
-    main()
+    from genpref.demo import main
+
+    main("motion")

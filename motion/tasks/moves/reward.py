@@ -1,0 +1,50 @@
+"""The `moves` verifier as a reward model (reward name "moves"): score = fraction of the prompt's four
+attributes (action, direction, speed, waving hand) the motion gets right (0, 1/4, ..., 1); similarity =
+the fraction of verifier readings two motions share (SoPo's S). No weights. Scores de-normalised features
+[T, 263], what the motion adapter's `decode` returns.
+
+    reward:
+      models: [{name: moves}]
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from motion.tasks.moves.grammar import parse_prompt
+from motion.tasks.moves.verifier import judge, measure, shared_readings
+
+
+class MovesReward:
+    """The `moves` verifier as a reward model. Measurements are cached by motion content (SoPo scores
+    each online sample and compares it with its winner, and dataset winners recur every epoch)."""
+
+    def __init__(self, cache_size: int = 4096):
+        self._cache: OrderedDict[bytes, object] = OrderedDict()
+        self._cache_size = cache_size
+
+    def measure(self, motion: np.ndarray):
+        motion = np.ascontiguousarray(motion, dtype=np.float32)
+        key = hashlib.blake2b(motion.tobytes(), digest_size=16, person=str(motion.shape).encode()[:16]).digest()
+        if key not in self._cache:
+            self._cache[key] = measure(motion)
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return self._cache[key]
+
+    def score(self, samples: Sequence[np.ndarray], prompts: Sequence[str]) -> torch.Tensor:
+        scores = [judge(self.measure(m), parse_prompt(p)).score for m, p in zip(samples, prompts)]
+        return torch.tensor(scores, dtype=torch.float32)
+
+    def similarity(self, a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> torch.Tensor:
+        return torch.tensor([shared_readings(self.measure(x), self.measure(y)) for x, y in zip(a, b)], dtype=torch.float32)
+
+
+def build_reward(spec, cfg, device) -> MovesReward:
+    """genpref.build entry point for reward name "moves"."""
+    return MovesReward()
