@@ -79,7 +79,7 @@ def denoisers(adapter) -> list:
 def task_overrides(task: str, work: Path) -> dict:
     if task == "shapes":
         return {"data.cache_dir": str(work / "cache")}
-    from motion import moves
+    from motion.tasks import moves
 
     root = moves.build(work / "moves-data")
     return {"data.root": str(root), "model.text_encoder": str(root / "text_encoder")}
