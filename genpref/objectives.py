@@ -307,27 +307,31 @@ def _beta(cfg: ObjectiveConfig) -> float:
     return cfg.beta if cfg.beta is not None else DEFAULT_BETA[cfg.name]
 
 
-# objective.name -> constructor from the objective section (names mirrored in genpref.build.OBJECTIVES and genpref.needs.NEEDS)
+def _direct_reward(c: ObjectiveConfig, source) -> DirectReward:
+    """Sized from the source: one value per distinct prompt of the rated samples."""
+    if not hasattr(source, "num_prompts"):
+        raise ValueError("objective.name=direct_reward needs rated single samples (data.ratings)")
+    return DirectReward(_beta(c), source.num_prompts)
+
+
+# objective.name -> constructor from the objective section and the pair source
+# (names mirrored in genpref.build.OBJECTIVES and genpref.needs.NEEDS)
 FROM_CONFIG = {
-    "sft": lambda c: SFT(),
-    "dpo": lambda c: DPO(_beta(c), c.kind, c.soft_label, c.sft_weight),
-    "dro": lambda c: DRO(c.margin, c.sft_weight),
-    "sopo": lambda c: SoPo(c.tau, c.tau_quantile, c.c, _beta(c), c.form, c.sft_weight),
-    "kto": lambda c: KTO(_beta(c), c.z_ref, c.w_desirable, c.w_undesirable, c.sft_weight),
-    "grpo": lambda c: GRPO(c.clip_range, c.kl_weight, c.sft_weight),
-    "nft": lambda c: NFT(c.nft_beta, c.adv_clip, c.sft_weight),
-    "rft": lambda c: RFT(c.sft_weight),
+    "sft": lambda c, source: SFT(),
+    "dpo": lambda c, source: DPO(_beta(c), c.kind, c.soft_label, c.sft_weight),
+    "dro": lambda c, source: DRO(c.margin, c.sft_weight),
+    "sopo": lambda c, source: SoPo(c.tau, c.tau_quantile, c.c, _beta(c), c.form, c.sft_weight),
+    "kto": lambda c, source: KTO(_beta(c), c.z_ref, c.w_desirable, c.w_undesirable, c.sft_weight),
+    "direct_reward": _direct_reward,
+    "grpo": lambda c, source: GRPO(c.clip_range, c.kl_weight, c.sft_weight),
+    "nft": lambda c, source: NFT(c.nft_beta, c.adv_clip, c.sft_weight),
+    "rft": lambda c, source: RFT(c.sft_weight),
 }
 
 
 def build_objective(cfg: ObjectiveConfig, source=None):
-    """The objective of `cfg.name`; the direct-reward objective sizes its value table from the source."""
-    if cfg.name == "direct_reward":
-        if not hasattr(source, "num_prompts"):
-            raise ValueError("objective.name=direct_reward needs rated single samples (data.ratings)")
-        objective = DirectReward(_beta(cfg), source.num_prompts)
-    else:
-        objective = FROM_CONFIG[cfg.name](cfg)
+    """The objective of `cfg.name`, wrapped with HyPO's KL term when objective.kl_weight is not its own."""
+    objective = FROM_CONFIG[cfg.name](cfg, source)
     if cfg.kl_weight and not objective.needs.own_kl:
         return WithKL(objective, cfg.kl_weight)
     return objective

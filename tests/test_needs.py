@@ -2,6 +2,7 @@
 declaration changed in one place changes what build accepts and what the sources do."""
 
 import dataclasses
+import types
 
 import pytest
 
@@ -19,7 +20,7 @@ def toy_cfg(out, *overrides, objective="dpo"):
 
 
 def test_every_objective_name_has_needs_a_constructor_and_a_description():
-    assert set(needs.NEEDS) == set(build.OBJECTIVES) == set(objectives.FROM_CONFIG) | {"direct_reward"}
+    assert set(needs.NEEDS) == set(build.OBJECTIVES) == set(objectives.FROM_CONFIG)
     for name, need in needs.NEEDS.items():
         assert need.source in build.SOURCES, name
         assert need.online is None or need.online in needs.ONLINE, name
@@ -28,7 +29,8 @@ def test_every_objective_name_has_needs_a_constructor_and_a_description():
 @pytest.mark.parametrize("name", sorted(objectives.FROM_CONFIG))
 def test_each_objective_points_at_its_own_declaration(name):
     cfg = toy_cfg("unused", objective=name).objective
-    assert objectives.FROM_CONFIG[name](cfg).needs is needs.NEEDS[name]
+    rated = types.SimpleNamespace(num_prompts=3)  # what the direct-reward objective sizes its value table from
+    assert objectives.FROM_CONFIG[name](cfg, rated).needs is needs.NEEDS[name]
 
 
 def test_kl_weight_is_the_objectives_own_term_or_the_hypo_branch_as_declared():
