@@ -10,6 +10,7 @@ from pathlib import Path
 
 from genpref import registry
 from genpref.config import Config, ConfigError
+from genpref.needs import NEEDS
 from genpref.rundir import check_output_dir
 
 # model.kind -> module with build_adapter(cfg, device, weight_dtype)
@@ -47,7 +48,7 @@ def rewards() -> dict[str, str]:
     return {**REWARDS, **registry.every(registry.REWARDS)}
 
 
-# objective.name -> what it optimises (constructors in genpref.objectives.FROM_CONFIG)
+# objective.name -> what it optimises (its needs in genpref.needs.NEEDS, constructors in genpref.objectives.FROM_CONFIG)
 OBJECTIVES = {
     "sft": "plain denoising loss on preferred samples (control, pretraining)",
     "dpo": "Diffusion-DPO on (winner, loser) pairs",
@@ -60,27 +61,16 @@ OBJECTIVES = {
     "rft": "iterated online rejection sampling: SFT on the policy's own samples the reward accepts",
 }
 
-# data.source -> (data role it reads, class in genpref.recipes or genpref.rl)
+# data.source -> (data role it reads, class in genpref.recipes or genpref.rl, reward extras it fills in)
 SOURCES = {
-    "offline_pairs": ("pairs", "OfflinePairs"),
-    "experts": ("experts", "Experts"),
-    "ratings": ("ratings", "Ratings"),
-    "expert_rollouts": ("experts", "ExpertRollouts"),
-    "sopo_online": ("experts", "SoPoOnline"),
-    "ai_feedback": ("prompts", "AIFeedback"),
-    "expert_vs_sample": ("experts", "ExpertVsSample"),
-    "group_rollouts": ("prompts", "GroupRollouts"),
-}
-DEFAULT_SOURCE = {
-    "dpo": "offline_pairs",
-    "sft": "experts",
-    "kto": "ratings",
-    "direct_reward": "ratings",
-    "dro": "expert_rollouts",
-    "sopo": "sopo_online",
-    "grpo": "group_rollouts",
-    "nft": "group_rollouts",
-    "rft": "group_rollouts",
+    "offline_pairs": ("pairs", "OfflinePairs", ()),
+    "experts": ("experts", "Experts", ()),
+    "ratings": ("ratings", "Ratings", ()),
+    "expert_rollouts": ("experts", "ExpertRollouts", ()),
+    "sopo_online": ("experts", "SoPoOnline", ("loser_reward", "winner_similarity")),
+    "ai_feedback": ("prompts", "AIFeedback", ()),
+    "expert_vs_sample": ("experts", "ExpertVsSample", ()),
+    "group_rollouts": ("prompts", "GroupRollouts", ()),
 }
 
 # enumerated values: key -> allowed
@@ -153,7 +143,19 @@ def _check_trackers(names) -> None:
 
 
 def source_name(cfg: Config) -> str:
-    return cfg.data.source or DEFAULT_SOURCE[cfg.objective.name]
+    return cfg.data.source or NEEDS[cfg.objective.name].source
+
+
+def check_needs(cfg: Config) -> None:
+    """The reward extras the objective declares it reads come from the source and a reward model."""
+    needs, name = NEEDS[cfg.objective.name], source_name(cfg)
+    missing = [key for key in needs.extras if key not in SOURCES[name][2]]
+    if missing:
+        fills = [s for s, (_, _, extras) in SOURCES.items() if set(needs.extras) <= set(extras)]
+        raise ConfigError(f"objective '{cfg.objective.name}' reads {', '.join(missing)}, which data.source={name} does not "
+                          f"compute; sources that do: {', '.join(fills)}")
+    if needs.extras and not cfg.reward.models:
+        raise ConfigError(f"objective '{cfg.objective.name}' reads {', '.join(needs.extras)} from a reward model: set reward.models")
 
 
 def check(cfg: Config) -> None:
@@ -188,6 +190,7 @@ def check(cfg: Config) -> None:
         pass  # prompts are read from the experts' captions / the motion split
     elif cfg.model.kind not in ("toy",) and getattr(cfg.data, data_key) is None and cfg.data.root is None:
         raise ConfigError(f"objective '{cfg.objective.name}' reads {role}: set 'data.{data_key}' (or 'data.root' for motion)")
+    check_needs(cfg)
     check_precompute_reference(cfg)
     for key in ("pairs", "experts", "ratings", "prompts", "root"):
         value = getattr(cfg.data, key)
@@ -208,8 +211,8 @@ def check_precompute_reference(cfg: Config) -> None:
                           f"'{name}' draws its samples online, so their reference errors cannot be computed ahead")
     if cfg.select.by is not None or cfg.objective.kl_weight > 0:
         raise ConfigError(f"{key} cannot serve select.by or objective.kl_weight, which run the reference on online samples")
-    if cfg.objective.name == "sft":
-        raise ConfigError(f"{key}: objective.name=sft uses no reference")
+    if not NEEDS[cfg.objective.name].reference:
+        raise ConfigError(f"{key}: objective.name={cfg.objective.name} uses no reference")
 
 
 def _module(table: dict, name: str):
@@ -238,7 +241,7 @@ def build_source(ctx, cfg: Config):
     """The pair source, wrapped by SeRA selection (select.by) and HyPO's on-policy KL branch (objective.kl_weight)."""
     from genpref import recipes
 
-    role, cls = SOURCES[source_name(cfg)]
+    role, cls, _ = SOURCES[source_name(cfg)]
     if role == "prompts" and cfg.data.prompts is None:
         role = "experts"  # online recipes may take their prompts from the experts' captions
     items = ctx.adapter.load_items(role)
@@ -247,10 +250,14 @@ def build_source(ctx, cfg: Config):
     from genpref import rl
 
     source = (getattr(recipes, cls, None) or getattr(rl, cls))(ctx, items)
+    needs = NEEDS[cfg.objective.name]
     if cfg.select.by == "implicit_margin":
-        if not hasattr(source, "batch_at") or cfg.objective.name not in ("dpo", "dro"):
+        if not needs.margin_pairs:
+            raise ConfigError(f"select.by=implicit_margin ranks (w, l) pairs by the implicit reward margin, which objective "
+                              f"'{cfg.objective.name}' is not a function of")
+        if not hasattr(source, "batch_at"):
             raise ConfigError(f"select.by=implicit_margin needs a paired source that draws by position (not {source_name(cfg)})")
         source = recipes.SelectByMargin(source, cfg.select.fraction, cfg.select.direction)
-    if cfg.objective.kl_weight > 0 and cfg.objective.name not in ("grpo", "nft", "rft"):  # their KL is their own
+    if cfg.objective.kl_weight > 0 and not needs.own_kl:
         source = recipes.WithPolicySamples(source)
     return source

@@ -246,7 +246,7 @@ def save(
     keep: int,
     sharded: bool = False,
 ) -> Path:
-    """Every rank must call this (each writes its own RNG/data state; rank 0 the rest). With `sharded`
+    """Every rank must call this (each writes its own `rank_state`: RNG, data position; rank 0 the rest). With `sharded`
     the model and optimizer are saved by accelerate's save_state, which every rank takes part in."""
     from genpref.guards import Diverged, nonfinite_names
 
@@ -266,7 +266,7 @@ def save(
         rank = accelerator.process_index
         if sharded:
             accelerator.save_state(str(tmp / "accelerate"))
-        _write(tmp / f"rank-{rank}.pt", lambda p: torch.save({**rank_state, "rng": rng_state()}, p))
+        _write(tmp / f"rank-{rank}.pt", lambda p: torch.save(rank_state, p))
         if accelerator.is_main_process and weights:
             _write(tmp / "weights.safetensors", lambda p: save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(p)))
             _write(tmp / "state.pt", lambda p: torch.save(shared_state, p))

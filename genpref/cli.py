@@ -42,10 +42,8 @@ def _cmd_validate(args) -> None:
     )
 
 
-def _commands_for_run(run_dir: str, config_ok: bool = False):
-    """The modality's command module (image.commands / motion.commands) chosen by the model.kind of a
-    run directory's config.yaml (or, where `config_ok`, of a config file)."""
-    import importlib
+def _run_kind(run_dir: str, config_ok: bool = False) -> str:
+    """The model.kind of a run directory's config.yaml (or, where `config_ok`, of a config file)."""
     from pathlib import Path
 
     from genpref.build import model_kinds
@@ -65,6 +63,17 @@ def _commands_for_run(run_dir: str, config_ok: bool = False):
     kind = read_yaml(cfg_path).get("model", {}).get("kind")
     if kind not in model_kinds():
         raise ConfigError(f"{cfg_path}: model.kind {kind!r} is not a known model kind")
+    return kind
+
+
+def _commands_for_run(run_dir: str, config_ok: bool = False):
+    """The modality's command module (image.commands / motion.commands) of a run's (or config's) model.kind."""
+    import importlib
+
+    from genpref.build import model_kinds
+    from genpref.errors import UserError
+
+    kind = _run_kind(run_dir, config_ok)
     package = model_kinds()[kind].split(".")[0]
     try:
         return importlib.import_module(f"{package}.commands")
@@ -97,9 +106,9 @@ def _cmd_bench(args) -> None:
 
 
 def _cmd_export(args) -> None:
-    commands = _commands_for_run(args.run_dir)
-    fmt = args.format or ("released" if commands.__name__.startswith("motion") else "diffusers")
-    out = commands.export(args.run_dir, fmt, args.out)
+    from genpref import exporters
+
+    out = exporters.for_kind(_run_kind(args.run_dir), args.format).write(args.run_dir, args.out)
     from genpref.modelcard import write_model_card
 
     target = Path(args.out)  # an output directory gets README.md; a single weights file gets <name>.md beside it
@@ -204,7 +213,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a run's final weights and its model card (images: diffusers or kohya LoRA; motion: released layout)")
     p.add_argument("run_dir", help=run_help)
-    p.add_argument("--format", choices=["diffusers", "kohya", "released"], default=None, help="default: diffusers (images), released (motion)")
+    p.add_argument("--format", default=None, help="images: diffusers (default) or kohya; motion: released (default)")
     p.add_argument("--out", required=True, help="output directory (or a .safetensors file for a LoRA)")
     p.set_defaults(func=_cmd_export)
 

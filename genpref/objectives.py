@@ -16,6 +16,7 @@ from torch import Tensor
 
 from genpref import losses
 from genpref.config import ObjectiveConfig
+from genpref.needs import NEEDS
 
 Errors = dict[str, Tensor]
 Metrics = dict[str, Tensor]
@@ -35,7 +36,8 @@ def _margin_metrics(z: Tensor) -> Metrics:
 class SFT:
     """Plain denoising loss on the preferred samples (control arm; base pretraining)."""
 
-    needs_reference = False
+    needs = NEEDS["sft"]
+    needs_reference = needs.reference
     branches = ("w",)
 
     def __call__(self, err: Errors, ref: Errors, extras: dict) -> tuple[Tensor, Metrics]:
@@ -53,7 +55,8 @@ class DPO:
     soft_label: bool = False
     sft_weight: float = 0.0
 
-    needs_reference = True
+    needs = NEEDS["dpo"]
+    needs_reference = needs.reference
     branches = ("w", "l")
 
     def __call__(self, err: Errors, ref: Errors, extras: dict) -> tuple[Tensor, Metrics]:
@@ -69,7 +72,8 @@ class DRO:
     margin: float = 0.001
     sft_weight: float = 0.0
 
-    needs_reference = True
+    needs = NEEDS["dro"]
+    needs_reference = needs.reference
     branches = ("w", "l")
 
     def __call__(self, err: Errors, ref: Errors, extras: dict) -> tuple[Tensor, Metrics]:
@@ -95,7 +99,8 @@ class SoPo:
     form: str = "code"
     sft_weight: float = 0.0
 
-    needs_reference = True
+    needs = NEEDS["sopo"]
+    needs_reference = needs.reference
     branches = ("w", "l")
 
     def __call__(self, err: Errors, ref: Errors, extras: dict) -> tuple[Tensor, Metrics]:
@@ -132,7 +137,8 @@ class KTO:
     w_undesirable: float = 1.0
     sft_weight: float = 0.0
 
-    needs_reference = True
+    needs = NEEDS["kto"]
+    needs_reference = needs.reference
     branches = ("x",)
 
     def __call__(self, err: Errors, ref: Errors, extras: dict) -> tuple[Tensor, Metrics]:
@@ -155,7 +161,8 @@ class DirectReward(torch.nn.Module):
     ½·(r − V(c) − β·g)², g = e_ref − e_θ the implicit log-ratio, V(c) a learned value per prompt.
     Policy and value are trained jointly by this one mean-squared loss."""
 
-    needs_reference = True
+    needs = NEEDS["direct_reward"]
+    needs_reference = needs.reference
     branches = ("x",)
 
     def __init__(self, beta: float, num_prompts: int):
@@ -188,6 +195,10 @@ class WithKL:
     weight: float
 
     @property
+    def needs(self):
+        return self.inner.needs
+
+    @property
     def needs_reference(self) -> bool:
         return True
 
@@ -211,11 +222,11 @@ class GRPO:
     kl_weight: float = 0.0
     sft_weight: float = 0.0
 
-    own_kl = True  # kl_weight is this objective's own KL, not HyPO's on-policy branch
+    needs = NEEDS["grpo"]  # kl_weight is this objective's own KL, not HyPO's on-policy branch
 
     @property
     def needs_reference(self) -> bool:
-        return self.kl_weight > 0
+        return self.needs.reference or self.kl_weight > 0
 
     @property
     def branches(self) -> tuple[str, ...]:
@@ -248,8 +259,8 @@ class NFT:
     adv_clip: float | None = 5.0
     sft_weight: float = 0.0
 
-    own_kl = True
-    needs_reference = False
+    needs = NEEDS["nft"]
+    needs_reference = needs.reference
 
     @property
     def branches(self) -> tuple[str, ...]:
@@ -271,8 +282,8 @@ class RFT:
 
     sft_weight: float = 0.0
 
-    own_kl = True
-    needs_reference = False
+    needs = NEEDS["rft"]
+    needs_reference = needs.reference
 
     @property
     def branches(self) -> tuple[str, ...]:
@@ -296,27 +307,31 @@ def _beta(cfg: ObjectiveConfig) -> float:
     return cfg.beta if cfg.beta is not None else DEFAULT_BETA[cfg.name]
 
 
-# objective.name -> constructor from the objective section (names mirrored in genpref.build.OBJECTIVES)
+def _direct_reward(c: ObjectiveConfig, source) -> DirectReward:
+    """Sized from the source: one value per distinct prompt of the rated samples."""
+    if not hasattr(source, "num_prompts"):
+        raise ValueError("objective.name=direct_reward needs rated single samples (data.ratings)")
+    return DirectReward(_beta(c), source.num_prompts)
+
+
+# objective.name -> constructor from the objective section and the pair source
+# (names mirrored in genpref.build.OBJECTIVES and genpref.needs.NEEDS)
 FROM_CONFIG = {
-    "sft": lambda c: SFT(),
-    "dpo": lambda c: DPO(_beta(c), c.kind, c.soft_label, c.sft_weight),
-    "dro": lambda c: DRO(c.margin, c.sft_weight),
-    "sopo": lambda c: SoPo(c.tau, c.tau_quantile, c.c, _beta(c), c.form, c.sft_weight),
-    "kto": lambda c: KTO(_beta(c), c.z_ref, c.w_desirable, c.w_undesirable, c.sft_weight),
-    "grpo": lambda c: GRPO(c.clip_range, c.kl_weight, c.sft_weight),
-    "nft": lambda c: NFT(c.nft_beta, c.adv_clip, c.sft_weight),
-    "rft": lambda c: RFT(c.sft_weight),
+    "sft": lambda c, source: SFT(),
+    "dpo": lambda c, source: DPO(_beta(c), c.kind, c.soft_label, c.sft_weight),
+    "dro": lambda c, source: DRO(c.margin, c.sft_weight),
+    "sopo": lambda c, source: SoPo(c.tau, c.tau_quantile, c.c, _beta(c), c.form, c.sft_weight),
+    "kto": lambda c, source: KTO(_beta(c), c.z_ref, c.w_desirable, c.w_undesirable, c.sft_weight),
+    "direct_reward": _direct_reward,
+    "grpo": lambda c, source: GRPO(c.clip_range, c.kl_weight, c.sft_weight),
+    "nft": lambda c, source: NFT(c.nft_beta, c.adv_clip, c.sft_weight),
+    "rft": lambda c, source: RFT(c.sft_weight),
 }
 
 
 def build_objective(cfg: ObjectiveConfig, source=None):
-    """The objective of `cfg.name`; the direct-reward objective sizes its value table from the source."""
-    if cfg.name == "direct_reward":
-        if not hasattr(source, "num_prompts"):
-            raise ValueError("objective.name=direct_reward needs rated single samples (data.ratings)")
-        objective = DirectReward(_beta(cfg), source.num_prompts)
-    else:
-        objective = FROM_CONFIG[cfg.name](cfg)
-    if cfg.kl_weight and not getattr(objective, "own_kl", False):
+    """The objective of `cfg.name`, wrapped with HyPO's KL term when objective.kl_weight is not its own."""
+    objective = FROM_CONFIG[cfg.name](cfg, source)
+    if cfg.kl_weight and not objective.needs.own_kl:
         return WithKL(objective, cfg.kl_weight)
     return objective

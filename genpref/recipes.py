@@ -15,6 +15,7 @@ from torch import Tensor
 
 from genpref.adapter import Adapter, Batch
 from genpref.config import Config
+from genpref.needs import NEEDS, Needs
 from genpref.noising import STREAM_ONLINE, Branch, draw_t_eps, item_generator, noised_branch
 from genpref.online import RolloutBuffer, RolloutPolicy, TrajectoryRecorder
 from genpref.stream import ItemStream, micro_positions
@@ -55,12 +56,17 @@ class SourceContext:
         return draw_t_eps(self.seed, positions, tuple(like.shape[1:]), sched.config.num_train_timesteps, like.device)
 
     @property
+    def needs(self) -> Needs:
+        """What the run's objective declares it needs (genpref.needs)."""
+        return NEEDS[self.cfg.objective.name]
+
+    @property
     def jitter(self) -> bool:
         """DiffusionDRO's timestep perturbation: published for DRO rollouts, off elsewhere unless asked."""
         o = self.cfg.online
         if o.timestep_jitter is not None:
             return o.timestep_jitter
-        return (self.cfg.data.source or "expert_rollouts") == "expert_rollouts" and self.cfg.objective.name == "dro"
+        return (self.cfg.data.source or "expert_rollouts") == "expert_rollouts" and self.needs.rollout_jitter
 
     def generate(self, batch: Batch, position: int, callback=None) -> Tensor:
         """Online samples from the rollout copy for batch's conditions (dataset reset when online.reset_t)."""
@@ -281,7 +287,7 @@ class SoPoOnline(_Stateless):
 
     def __init__(self, ctx: SourceContext, items):
         if ctx.reward is None:
-            raise ValueError("objective.name=sopo needs a reward model: set reward.models")
+            raise ValueError("data.source=sopo_online needs a reward model: set reward.models")
         super().__init__(ctx, items)
 
     def batch_at(self, pos: list[int]) -> TrainBatch:

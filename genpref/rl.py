@@ -112,8 +112,8 @@ class GroupRollouts(_Refilling):
         if not 0 < o.train_fraction <= 1:
             raise ValueError("online.train_fraction must lie in (0, 1]")
         super().__init__(ctx, items)
-        self.nft = ctx.cfg.objective.name in ("nft", "rft")  # trained on finished samples, any solver
-        self.rft = ctx.cfg.objective.name == "rft"
+        self.nft = ctx.needs.online in ("finished_samples", "accepted_samples")  # finished samples, any solver
+        self.rft = ctx.needs.online == "accepted_samples"
         if not self.nft:
             self.scheduler = ctx.adapter.make_solver("ddim")
             self.scheduler.set_timesteps(o.steps)

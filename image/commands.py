@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from genpref import distributed
+from genpref import distributed, exporters
 from genpref.errors import UserError
 from image import export as image_export
 from image.data import grid
@@ -138,3 +138,9 @@ def evaluate(target: str | Path, args) -> dict:
     print(report["table"])
     print(f"wrote {out / 'eval.json'}, {out / 'eval.txt'}, {report['grid']} and {out / 'images'}/")
     return report
+
+
+exporters.register(exporters.Exporter("diffusers", lambda run_dir, out: export(run_dir, "diffusers", out), "image.adapter",
+                                      "diffusers LoRA, or a full fine-tune's pipeline directory", default=True))
+exporters.register(exporters.Exporter("kohya", lambda run_dir, out: export(run_dir, "kohya", out), "image.adapter",
+                                      "kohya LoRA for AUTOMATIC1111, ComfyUI, SD.Next"))

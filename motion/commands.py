@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genpref import distributed
+from genpref import distributed, exporters
 from genpref.adapter import Batch
 from genpref.config import Config, ConfigError, load_config
 from genpref.errors import UserError
@@ -214,3 +214,7 @@ def export(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
         raise UserError(f"{final} does not exist — did the run finish?")
     shutil.copytree(final, out, dirs_exist_ok=True)
     return Path(out)
+
+
+exporters.register(exporters.Exporter("released", lambda run_dir, out: export(run_dir, "released", out), "motion.adapter",
+                                      "the released MDM / MLD layouts with Mean/Std", default=True))
