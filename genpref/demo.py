@@ -13,7 +13,7 @@ import json
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -34,17 +34,48 @@ class BenchSetup:
     # (a changed row is saved again: columns added after the row was written)
 
 
+@dataclass
+class DemoEval:
+    """A task's held-out evaluation of the demo's models (base, recipe, sft), on the same noise for all."""
+
+    verdicts: dict[str, dict]  # model -> the verifier's per-sample arrays: "all", "score" and one per attribute
+    attributes: Sequence[str]
+    settings: dict  # how it evaluated ("settings" -> "eval" of the result)
+    figures: list[dict]  # {"title", "path"}; paths inside the demo's directory
+    rows: list[dict] = field(default_factory=list)  # result rows beyond the verifier's
+    paired: dict[str, dict] = field(default_factory=dict)  # metric -> model -> per-entry values, compared pairwise
+
+
+@dataclass
+class DemoSetup:
+    """One task's demo, prepared by its part: the data and base are built, the evaluation knows them."""
+
+    overrides: dict  # what every arm trains with
+    base: Path
+    train: Callable[[str, Path, dict], float]  # (config file, run dir, overrides) -> seconds
+    weights: Callable[[Path], Path]  # a run directory -> the weights its evaluation loads
+    evaluate: Callable[[dict[str, Path], dict], DemoEval]  # (model -> weights, timings to add to) -> evaluation
+    settings: dict = field(default_factory=dict)  # what else the report should show (the evaluator's path)
+
+
 class TaskPart(Protocol):
     """A synthetic task's module for `genpref demo` / `genpref bench quality` (image/tasks/shapes/demo.py,
     motion/tasks/moves/demo.py)."""
 
     TASK: str  # the task's name in results ("shapes", "moves")
+    RECIPE: str  # the arm `genpref demo` runs beside SFT
     ARMS: dict[str, str]  # bench arm -> its config file (each fine-tunes the same base)
     CURVES: tuple[str, ...]  # metrics.jsonl keys a run's curves keep
     FINAL_CURVES: tuple[str, ...]  # curves whose last value goes into a bench row as final_<key>
     SUMMARY_METRICS: tuple[str, ...]  # row keys averaged over seeds in the summary
 
     def run_demo(self, out_dir: Path, *, seed: int = 0, progress: bool = True, steps: int | None = None) -> dict: ...
+
+    def demo_setup(self, out_dir: Path, seed: int, progress: bool) -> DemoSetup: ...
+
+    def recipe_config(self, file: str, overrides: dict): ...
+
+    def recipe_settings(self, cfg) -> dict: ...  # the demo recipe's own constants, for the report
 
     def bench_setup(self, out_dir: Path, setting: str) -> BenchSetup: ...
 
@@ -141,6 +172,58 @@ def run_demo(which: str = "all", out_dir: str | Path = "genpref-demo", seed: int
 
         raise UserError(f"demo: the {' and '.join(failed)} half failed ({results[failed[0]]['error']}); see {path}")
     return path
+
+
+def run_part_demo(task: TaskPart, out_dir: str | Path, *, seed: int = 0, progress: bool = True,
+                  steps: int | None = None) -> dict:  # fmt: skip
+    """One task's half of `genpref demo` inside out_dir: its recipe and the SFT control fine-tuned from the
+    same base on the same data, the three models evaluated on held-out combinations with the same noise,
+    paired comparisons (recipe − base, SFT − base, recipe − SFT); writes and returns metrics.json."""
+    from genpref import stats
+    from genpref.rundir import metric_curves
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rel = lambda p: str(Path(p).relative_to(out_dir.parent))  # noqa: E731
+    timings: dict[str, float] = {}
+    tick = start = time.perf_counter()
+    cpu_start = time.process_time()
+    setup = task.demo_setup(out_dir, seed, progress)
+    timings["data_and_base_s"] = time.perf_counter() - tick
+    overrides = {**setup.overrides, **({"train.max_steps": steps} if steps is not None else {})}
+    runs = {name: out_dir / "runs" / name for name in (task.RECIPE, "sft")}
+    for name, run in runs.items():
+        timings[f"train_{name}_s"] = setup.train(task.ARMS[name], run, overrides)
+    ev = setup.evaluate({"base": setup.base, **{name: setup.weights(run) for name, run in runs.items()}}, timings)
+
+    rows = []
+    for name, v in ev.verdicts.items():
+        rows.append(stats.proportion_row(name, "heldout_accuracy", v["all"]))
+        rows += [stats.proportion_row(name, f"heldout_{a}", v[a]) for a in ev.attributes]
+        rows.append(stats.mean_row(name, "heldout_attribute_score", v["score"], seed))
+    paired = []
+    for a, b in ((task.RECIPE, "base"), ("sft", "base"), (task.RECIPE, "sft")):
+        va, vb = ev.verdicts[a], ev.verdicts[b]
+        paired.append(stats.paired_row(a, b, "heldout_accuracy", va["all"], vb["all"], seed))
+        paired.append(stats.paired_row(a, b, "heldout_attribute_score", va["score"], vb["score"], seed))
+        paired += [stats.paired_row(a, b, metric, per[a], per[b], seed) for metric, per in ev.paired.items()]
+    cfg = task.recipe_config(task.ARMS[task.RECIPE], {})
+    timings["total_s"] = time.perf_counter() - start
+    timings["total_cpu_s"] = time.process_time() - cpu_start  # all threads of this process
+    metrics = {
+        "task": task.TASK,
+        "recipe": task.RECIPE,
+        "settings": {"base_weights": str(setup.base), **setup.settings, "train_steps": steps or cfg.train.max_steps,
+                     "batch_size": cfg.train.batch_size, "lr": cfg.train.lr, task.RECIPE: task.recipe_settings(cfg),
+                     "eval": ev.settings, "seed": seed, "timings": {k: round(v, 1) for k, v in timings.items()}},
+        "results": rows + ev.rows,
+        "paired": paired,
+        "curves": {name: metric_curves(run, task.CURVES) for name, run in runs.items()},
+        "figures": [{**f, "path": rel(f["path"])} for f in ev.figures],
+        "runs": {name: rel(run) for name, run in runs.items()},
+    }  # fmt: skip
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
 
 
 def _markdown(summary: list[dict]) -> str:

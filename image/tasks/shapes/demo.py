@@ -14,8 +14,8 @@ are with only paths and seeds overridden.
 
 from __future__ import annotations
 
-import json
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from genpref import stats
-from genpref.demo import BenchSetup, run_bench
+from genpref.demo import BenchSetup, DemoEval, DemoSetup, run_bench, run_part_demo
 from image.tasks import shapes
 
 REPO = Path(__file__).resolve().parents[3]
@@ -147,12 +147,6 @@ def evaluate(adapter, prompts: Sequence[str], seed: int, steps: int | None = Non
     return out, images
 
 
-def curves(run_dir: Path) -> dict[str, list[list[float]]]:
-    from genpref.rundir import metric_curves
-
-    return metric_curves(run_dir, CURVES)
-
-
 def comparison_grid(images: dict[str, list], prompts: Sequence[str], per_prompt: int, show: int, path: Path,
                     correct: dict[str, np.ndarray] | None = None) -> Path:
     """Rows = prompts, columns = `show` samples of each model (same noise across models), labelled;
@@ -191,72 +185,44 @@ def comparison_grid(images: dict[str, list], prompts: Sequence[str], per_prompt:
 
 
 def run_demo(out_dir: Path, *, seed: int = 0, progress: bool = True, steps: int | None = None) -> dict:
-    """The image half of `genpref demo` inside out_dir (see the module docstring); returns metrics."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    top = out_dir.parent
-    rel = lambda p: str(Path(p).relative_to(top))
-    timings = {}
-    tick = start = time.perf_counter()
-    cpu_start = time.process_time()
+    """The image half of `genpref demo` inside out_dir (genpref.demo.run_part_demo with this part)."""
+    return run_part_demo(sys.modules[__name__], out_dir, seed=seed, progress=progress, steps=steps)
+
+
+def demo_setup(out_dir: Path, seed: int, progress: bool) -> DemoSetup:
+    """The task data and base; the held-out evaluation with one image per prompt and noise for all models."""
     data = write_task_data(out_dir / "data")
     base = base_weights(out_dir, seed)
-    timings["data_and_base_s"] = time.perf_counter() - tick
-    common = {"model.path": str(base), "data.experts": str(data["experts"]), "data.cache_dir": str(out_dir / "cache"),
-              "train.seed": seed, "train.sample_prompts": [], "train.checkpoint_every": 0}
-    if steps is not None:
-        common["train.max_steps"] = steps
-    runs = {name: out_dir / "runs" / name for name in (RECIPE, "sft")}
-    for name in runs:
-        timings[f"train_{name}_s"] = train_arm(ARMS[name], runs[name], common)
+    overrides = {"model.path": str(base), "data.experts": str(data["experts"]), "data.cache_dir": str(out_dir / "cache"),
+                 "train.seed": seed, "train.sample_prompts": [], "train.checkpoint_every": 0}  # fmt: skip
 
-    prompts = eval_prompts(shapes.heldout_combos(), EVAL["per_prompt"])
-    results, images = {}, {}
-    for name, weights in (("base", base), (RECIPE, runs[RECIPE] / "final"), ("sft", runs["sft"] / "final")):
-        tick = time.perf_counter()
-        adapter = load_model(weights, out_dir / "eval-cache")
-        results[name], images[name] = evaluate(adapter, prompts, seed, progress=progress, desc=f"eval {name}")
-        timings[f"eval_{name}_s"] = time.perf_counter() - tick
+    def evaluate_models(models: dict[str, Path], timings: dict) -> DemoEval:
+        prompts = eval_prompts(shapes.heldout_combos(), EVAL["per_prompt"])
+        verdicts, images = {}, {}
+        for name, weights in models.items():
+            tick = time.perf_counter()
+            adapter = load_model(weights, out_dir / "eval-cache")
+            verdicts[name], images[name] = evaluate(adapter, prompts, seed, progress=progress, desc=f"eval {name}")
+            timings[f"eval_{name}_s"] = time.perf_counter() - tick
+        grid = comparison_grid(images, prompts, EVAL["per_prompt"], min(4, EVAL["per_prompt"]), out_dir / "grid.png",
+                               {name: r["all"] for name, r in verdicts.items()})  # fmt: skip
+        title = (f"held-out prompts, same initial noise: {' vs '.join(models)} (4 samples each; line under a sample: "
+                 "green = verifier accepts all three attributes)")  # fmt: skip
+        settings = {**EVAL, "prompts": len(set(prompts)), "samples": len(prompts), "heldout_combos": True,
+                    "noise": "the same initial noise per sample for every model"}  # fmt: skip
+        return DemoEval(verdicts, shapes.ATTRIBUTES, settings, [{"title": title, "path": grid}])
 
-    rows = []
-    for name, r in results.items():
-        rows.append(stats.proportion_row(name, "heldout_accuracy", r["all"]))
-        rows += [stats.proportion_row(name, f"heldout_{a}", r[a]) for a in shapes.ATTRIBUTES]
-        rows.append(stats.mean_row(name, "heldout_attribute_score", r["score"], seed))
-    paired = []
-    for a, b in ((RECIPE, "base"), ("sft", "base"), (RECIPE, "sft")):
-        paired.append(stats.paired_row(a, b, "heldout_accuracy", results[a]["all"], results[b]["all"], seed))
-        paired.append(stats.paired_row(a, b, "heldout_attribute_score", results[a]["score"], results[b]["score"], seed))
-    grid = comparison_grid(images, prompts, EVAL["per_prompt"], min(4, EVAL["per_prompt"]), out_dir / "grid.png",
-                           {name: r["all"] for name, r in results.items()})
-    cfg = recipe_config(ARMS[RECIPE], {})
-    timings["total_s"] = time.perf_counter() - start
-    timings["total_cpu_s"] = time.process_time() - cpu_start  # all threads of this process
-    metrics = {
-        "task": "shapes",
-        "recipe": RECIPE,
-        "settings": {
-            "base_weights": str(base),
-            "train_steps": steps or cfg.train.max_steps,
-            "batch_size": cfg.train.batch_size,
-            "lr": cfg.train.lr,
-            "dro": {"margin": cfg.objective.margin, "policy_target": cfg.objective.policy_target,
-                    "sft_weight": cfg.objective.sft_weight, "sync_every": cfg.online.sync_every,
-                    "rollout_steps": cfg.online.steps, "states_per_rollout": cfg.online.states_per_rollout},
-            "eval": {**EVAL, "prompts": len(set(prompts)), "samples": len(prompts), "heldout_combos": True,
-                     "noise": "the same initial noise per sample for every model"},
-            "seed": seed,
-            "timings": {k: round(v, 1) for k, v in timings.items()},
-        },
-        "results": rows,
-        "paired": paired,
-        "curves": {name: curves(run) for name, run in runs.items()},
-        "figures": [{"title": "held-out prompts, same initial noise: base vs DRO vs SFT (4 samples each; "
-                               "line under a sample: green = verifier accepts all three attributes)", "path": rel(grid)}],
-        "runs": {name: rel(run) for name, run in runs.items()},
-    }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    return metrics
+    return DemoSetup(overrides, base, train_arm, lambda run: run / "final", evaluate_models)
+
+
+def recipe_settings(cfg) -> dict:
+    """The demo recipe's constants as the report shows them."""
+    o, on = cfg.objective, cfg.online
+    if cfg.objective.name == "dro":
+        return {"margin": o.margin, "policy_target": o.policy_target, "sft_weight": o.sft_weight,
+                "sync_every": on.sync_every, "rollout_steps": on.steps, "states_per_rollout": on.states_per_rollout}  # fmt: skip
+    return {"objective": o.name, "sft_weight": o.sft_weight, "group_size": on.group_size, "rollout_steps": on.steps,
+            "reward": [spec.name for spec in cfg.reward.models]}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- bench

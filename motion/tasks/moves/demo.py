@@ -17,6 +17,7 @@ are with only paths and seeds overridden. R-precision is the evaluation's (`moti
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from genpref import stats
-from genpref.demo import BenchSetup, run_bench
+from genpref.demo import BenchSetup, DemoEval, DemoSetup, run_bench, run_part_demo
 from motion.metrics import r_precision_hits
 from motion.tasks import moves
 from motion.tasks.moves.figures import pose_grid, side_by_side_gif
@@ -175,103 +176,75 @@ def per_entry(passes: list[dict], name: str, key: str, n_entries: int) -> np.nda
     return total[keep] / count[keep]
 
 
-def curves(run_dir: Path) -> dict[str, list[list[float]]]:
-    from genpref.rundir import metric_curves
-
-    return metric_curves(run_dir, CURVES)
-
-
 # ---------------------------------------------------------------------------------------------- demo
 
 
 def run_demo(out_dir: Path, *, seed: int = 0, progress: bool = True, steps: int | None = None) -> dict:
-    """The motion half of `genpref demo` inside out_dir (see the module docstring); returns metrics."""
-    from motion.eval_data import load_split
-    from motion.rewards import T2MReward
+    """The motion half of `genpref demo` inside out_dir (genpref.demo.run_part_demo with this part)."""
+    return run_part_demo(sys.modules[__name__], out_dir, seed=seed, progress=progress, steps=steps)
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    top = out_dir.parent
-    rel = lambda p: str(Path(p).relative_to(top))  # noqa: E731
-    timings = {}
-    tick = start = time.perf_counter()
+
+def demo_setup(out_dir: Path, seed: int, progress: bool) -> DemoSetup:
+    """The task data, base and evaluator; the held-out verifier check, the T2M test-split metrics and the
+    pose figures, with the same noise for every model."""
     data_root = moves.build(out_dir / "data", progress=progress)
     base, evaluator = base_and_evaluator(out_dir, data_root, seed)
-    timings["data_and_base_s"] = time.perf_counter() - tick
-    common = common_overrides(base, data_root, evaluator, seed)
-    if steps is not None:
-        common["train.max_steps"] = steps
-    runs = {name: out_dir / "runs" / name for name in (RECIPE, "sft")}
-    for name in runs:
-        timings[f"train_{name}_s"] = train_arm(ARMS[name], runs[name], common)
 
-    tick = time.perf_counter()
-    models = {"base": base, RECIPE: runs[RECIPE] / "final" / "model.pt", "sft": runs["sft"] / "final" / "model.pt"}
-    adapters = {name: load_model(path, data_root) for name, path in models.items()}
-    texts, wants = eval_prompts(moves.HELD_OUT, EVAL["per_combo"], seed)
-    lengths = [EVAL["frames"]] * len(texts)
-    motions = {name: sample(a, texts, lengths, seed, progress=progress, desc=f"held-out {name}") for name, a in adapters.items()}
-    verdicts = {name: verify_all(m, wants) for name, m in motions.items()}
-    timings["eval_heldout_s"] = time.perf_counter() - tick
+    def evaluate_models(models: dict[str, Path], timings: dict) -> DemoEval:
+        from motion.eval_data import load_split
+        from motion.rewards import T2MReward
 
-    tick = time.perf_counter()
-    reward = T2MReward.load(evaluator, [data_root / "glove"])
-    split = load_split(data_root, "test")
-    passes = [t2m_pass(reward, split, adapters, seed * 10 + p, progress) for p in range(EVAL["t2m_passes"])]
-    timings["eval_t2m_s"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        adapters = {name: load_model(path, data_root) for name, path in models.items()}
+        texts, wants = eval_prompts(moves.HELD_OUT, EVAL["per_combo"], seed)
+        lengths = [EVAL["frames"]] * len(texts)
+        motions = {name: sample(a, texts, lengths, seed, progress=progress, desc=f"held-out {name}") for name, a in adapters.items()}
+        verdicts = {name: verify_all(m, wants) for name, m in motions.items()}
+        timings["eval_heldout_s"] = time.perf_counter() - tick
 
-    rows, paired = [], []
-    hits = {name: per_entry(passes, name, "hits", len(split.entries)) for name in ("real", *adapters)}
-    dists = {name: per_entry(passes, name, "dist", len(split.entries)) for name in ("real", *adapters)}
-    for name, v in verdicts.items():
-        rows.append(stats.proportion_row(name, "heldout_accuracy", v["all"]))
-        rows += [stats.proportion_row(name, f"heldout_{a}", v[a]) for a in moves.ATTRIBUTES]
-        rows.append(stats.mean_row(name, "heldout_attribute_score", v["score"], seed))
-    for name in ("real", *adapters):
-        rows.append(stats.mean_row(name, "test_r_precision_top1", hits[name], seed))
-        rows.append(stats.mean_row(name, "test_mm_dist", dists[name], seed))
-    for name in adapters:
-        fids = [p[name]["fid"] for p in passes]
-        rows.append({"model": name, "metric": "test_fid", "value": float(np.mean(fids)), "ci95": None, "n": len(fids)})
-    for a, b in ((RECIPE, "base"), ("sft", "base"), (RECIPE, "sft")):
-        paired.append(stats.paired_row(a, b, "heldout_accuracy", verdicts[a]["all"], verdicts[b]["all"], seed))
-        paired.append(stats.paired_row(a, b, "heldout_attribute_score", verdicts[a]["score"], verdicts[b]["score"], seed))
-        paired.append(stats.paired_row(a, b, "test_r_precision_top1", hits[a], hits[b], seed))
+        tick = time.perf_counter()
+        reward = T2MReward.load(evaluator, [data_root / "glove"])
+        split = load_split(data_root, "test")
+        passes = [t2m_pass(reward, split, adapters, seed * 10 + p, progress) for p in range(EVAL["t2m_passes"])]
+        timings["eval_t2m_s"] = time.perf_counter() - tick
+        hits = {name: per_entry(passes, name, "hits", len(split.entries)) for name in ("real", *adapters)}
+        dists = {name: per_entry(passes, name, "dist", len(split.entries)) for name in ("real", *adapters)}
+        rows = []
+        for name in ("real", *adapters):
+            rows.append(stats.mean_row(name, "test_r_precision_top1", hits[name], seed))
+            rows.append(stats.mean_row(name, "test_mm_dist", dists[name], seed))
+        for name in adapters:
+            fids = [p[name]["fid"] for p in passes]
+            rows.append({"model": name, "metric": "test_fid", "value": float(np.mean(fids)), "ci95": None, "n": len(fids)})
 
-    tick = time.perf_counter()
-    figures_dir = out_dir / "figures"
-    figures_dir.mkdir(exist_ok=True)
-    picks = [i * EVAL["per_combo"] for i in range(4)]  # the first four held-out combinations
-    grid = pose_grid(motions, texts, picks, figures_dir / "heldout_poses.png")
-    gifs = [side_by_side_gif({n: motions[n][i] for n in motions}, figures_dir / f"heldout_{k}.gif")
-            for k, i in enumerate(picks[:2])]
-    timings["figures_s"] = time.perf_counter() - tick
-    cfg = recipe_config(ARMS[RECIPE], {})
-    timings["total_s"] = time.perf_counter() - start
+        tick = time.perf_counter()
+        figures_dir = out_dir / "figures"
+        figures_dir.mkdir(exist_ok=True)
+        picks = [i * EVAL["per_combo"] for i in range(4)]  # the first four held-out combinations
+        names = " | ".join(models)
+        figures = [{"title": f"held-out prompts, same noise: {' vs '.join(models)} (poses over time)",
+                    "path": pose_grid(motions, texts, picks, figures_dir / "heldout_poses.png")}]
+        for k, i in enumerate(picks[:2]):
+            gif = side_by_side_gif({n: motions[n][i] for n in motions}, figures_dir / f"heldout_{k}.gif")
+            figures.append({"title": f"held-out prompt, same noise: {texts[i]!r} ({names})", "path": gif})
+        timings["figures_s"] = time.perf_counter() - tick
+        settings = {**EVAL, "heldout_prompts": len(texts), "heldout_combos": [list(c) for c in moves.HELD_OUT],
+                    "test_entries": len(split.entries), "noise": "the same initial noise per prompt for every model"}  # fmt: skip
+        return DemoEval(verdicts, moves.ATTRIBUTES, settings, figures, rows, {"test_r_precision_top1": hits})
+
+    return DemoSetup(common_overrides(base, data_root, evaluator, seed), base, train_arm,
+                     lambda run: run / "final" / "model.pt", evaluate_models, {"evaluator": str(evaluator)})  # fmt: skip
+
+
+def recipe_settings(cfg) -> dict:
+    """The demo recipe's constants as the report shows them."""
     o = cfg.objective
-    metrics = {
-        "task": "moves",
-        "recipe": RECIPE,
-        "settings": {
-            "base_weights": str(base), "evaluator": str(evaluator),
-            "train_steps": steps or cfg.train.max_steps, "batch_size": cfg.train.batch_size, "lr": cfg.train.lr,
-            "sopo": {"beta": o.beta, "c": o.c, "tau": o.tau, "tau_quantile": o.tau_quantile, "form": o.form,
-                     "sft_weight": o.sft_weight, "num_samples": cfg.online.num_samples, "online_steps": cfg.online.steps,
-                     "reward": [s.name for s in cfg.reward.models]},
-            "eval": {**EVAL, "heldout_prompts": len(texts), "heldout_combos": [list(c) for c in moves.HELD_OUT],
-                     "test_entries": len(split.entries), "noise": "the same initial noise per prompt for every model"},
-            "seed": seed,
-            "timings": {k: round(v, 1) for k, v in timings.items()},
-        },  # fmt: skip
-        "results": rows,
-        "paired": paired,
-        "curves": {name: curves(run) for name, run in runs.items()},
-        "figures": [{"title": "held-out prompts, same noise: base vs SoPo vs SFT (poses over time)", "path": rel(grid)}]
-        + [{"title": f"held-out prompt, same noise: {texts[i]!r} (base | SoPo | SFT)", "path": rel(g)} for g, i in zip(gifs, picks)],
-        "runs": {name: rel(run) for name, run in runs.items()},
-    }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    return metrics
+    if o.name == "sopo":
+        return {"beta": o.beta, "c": o.c, "tau": o.tau, "tau_quantile": o.tau_quantile, "form": o.form,
+                "sft_weight": o.sft_weight, "num_samples": cfg.online.num_samples, "online_steps": cfg.online.steps,
+                "reward": [s.name for s in cfg.reward.models]}  # fmt: skip
+    return {"objective": o.name, "sft_weight": o.sft_weight, "group_size": cfg.online.group_size,
+            "rollout_steps": cfg.online.steps, "reward": [s.name for s in cfg.reward.models]}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- bench
