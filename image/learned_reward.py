@@ -1,0 +1,161 @@
+"""Images for the learned reward (genpref/learned_reward.py): a frozen CLIP-format encoder from a local
+directory embeds images and prompts, once for training (pairs and ratings, cached) and at every score.
+
+The encoder directory is a transformers CLIPModel with its processor files, or PickScore's layout (model at
+the top, the processor files in processor/), as the `clip` and `pickscore` scorers read them. Training
+embeddings are cached in data.cache_dir (default DIR/cache) under a key of the encoder's and the data's
+files (names, sizes, modification times) and the data keys, so a second fit with other head settings
+skips the encoder.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from genpref import reward_fit
+from genpref.registry import resolve_data
+from image import data as image_data
+from image import scorers
+
+
+class ClipEncoder:
+    """Projected image and text embeddings of a frozen CLIP model, [B, D] float32 on the CPU."""
+
+    def __init__(self, model, processor, device):
+        self.model, self.processor, self.device = model.to(device), processor, torch.device(device)
+
+    @classmethod
+    def load(cls, path: str | Path, key: str, device="cpu") -> ClipEncoder:
+        path = Path(path).expanduser()
+        if not path.is_dir():
+            from genpref.errors import UserError
+
+            raise UserError(f"{key}: {path} is not a CLIP-format directory (model + processor files)")
+        processor_dir = path / "processor" if scorers.has_processor(path / "processor") else path
+        model, processor = scorers.load_clip(path, processor_dir, key, "the learned reward's encoder")
+        return cls(model, processor, device)
+
+    @torch.no_grad()
+    def _images(self, images: list, _: list) -> Tensor:
+        pixels = self.processor(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
+        dtype = next(self.model.parameters()).dtype
+        return scorers.projected(self.model.get_image_features(pixel_values=pixels.to(self.device, dtype)))
+
+    @torch.no_grad()
+    def _texts(self, _: list, prompts: list[str]) -> Tensor:
+        text = self.processor(text=prompts, padding=True, truncation=True, max_length=77, return_tensors="pt")
+        return scorers.projected(self.model.get_text_features(input_ids=text["input_ids"].to(self.device),
+                                                              attention_mask=text["attention_mask"].to(self.device)))
+
+    def embed_images(self, images: Sequence) -> Tensor:
+        return scorers.chunked(self._images, images, [""] * len(images))
+
+    def embed_texts(self, prompts: Sequence[str]) -> Tensor:
+        return scorers.chunked(self._texts, [None] * len(prompts), prompts)
+
+
+class LearnedImageReward:
+    """r(image, prompt) = head([s, t, s·t]) of the encoder's L2-normalised embeddings; [B] on the CPU."""
+
+    def __init__(self, encoder: ClipEncoder, head):
+        self.encoder, self.head = encoder, head
+
+    @torch.no_grad()
+    def score(self, samples: Sequence, prompts: Sequence[str]) -> Tensor:
+        if len(samples) != len(prompts):
+            raise ValueError(f"score: {len(samples)} images but {len(prompts)} prompts")
+        return self.head(reward_fit.features(self.encoder.embed_images(samples), self.encoder.embed_texts(prompts))).float()
+
+
+def build_scorer(info: dict, head, key: str, device) -> LearnedImageReward:
+    return LearnedImageReward(ClipEncoder.load(info["encoder"], key, device), head)
+
+
+# ---------------------------------------------------------------------------------------------- training data
+
+
+def _files(spec: str) -> list[Path]:
+    paths = [Path(p) for p in sorted(glob.glob(spec))] or [Path(spec)]
+    return [f for p in paths for f in (sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p])]
+
+
+def _fingerprint(specs: dict) -> str:
+    """sha256 of the keys in `specs` and of every file they name (path, size, mtime)."""
+    stamp = dict(specs)
+    for name in ("encoder", "pairs", "ratings"):
+        if specs.get(name):
+            stamp[name + "_files"] = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in _files(specs[name])]
+    return hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _decode(ref) -> object:
+    return image_data.decode_image(ref.data, ref.name)
+
+
+def _embed(cfg, pairs, ratings, encoder_key: str) -> dict[str, Tensor]:
+    """Raw embeddings: images of winners / losers / rated samples, each unique prompt once, prompt ids."""
+    encoder = ClipEncoder.load(cfg.reward_train.encoder, encoder_key)
+    prompts = sorted({item["prompt"] for items in (pairs, ratings) if items is not None for item in _rows(items)})
+    index = {p: i for i, p in enumerate(prompts)}
+    out = {"texts": encoder.embed_texts(prompts)}
+    if pairs is not None:
+        items = [pairs[i] for i in range(len(pairs))]
+        out["w"] = encoder.embed_images([_decode(it["w"]) for it in items])
+        out["l"] = encoder.embed_images([_decode(it["l"]) for it in items])
+        out["label"] = torch.tensor([float(it["label"]) for it in items])
+        out["pair_prompt"] = torch.tensor([index[it["prompt"]] for it in items])
+    if ratings is not None:
+        items = [ratings[i] for i in range(len(ratings))]
+        out["x"] = encoder.embed_images([_decode(it["x"]) for it in items])
+        out["rating"] = torch.tensor([float(it["rating"]) for it in items])
+        out["rating_prompt"] = torch.tensor([index[it["prompt"]] for it in items])
+    return out
+
+
+def _rows(items) -> list[dict]:
+    return items.rows  # the readers' metadata: prompts without decoding any image
+
+
+def embed_training_data(cfg, out_dir: Path):
+    """(PairData | None, RatingData | None, info) for genpref.learned_reward.train; embeddings cached."""
+    from safetensors.torch import load_file, save_file
+
+    d = cfg.data
+    common = {"on_bad_sample": d.on_bad_sample, "max_items": d.max_items}
+    specs = {"pairs": resolve_data("image", d.pairs, "pairs", cfg) if d.pairs else None,
+             "ratings": resolve_data("image", d.ratings, "ratings", cfg) if d.ratings else None}
+    pairs = image_data.read_pairs(specs["pairs"], ties=d.ties, **common) if specs["pairs"] else None
+    ratings = image_data.read_ratings(specs["ratings"], **common) if specs["ratings"] else None
+    encoder = str(Path(cfg.reward_train.encoder).expanduser().resolve())
+    key = _fingerprint({"encoder": encoder, **specs, "ties": d.ties, **common})
+    cache = Path(d.cache_dir or out_dir / "cache") / f"reward-embeddings-{key}.safetensors"
+    if cache.is_file():
+        tensors = load_file(str(cache))
+    else:
+        tensors = _embed(cfg, pairs, ratings, "reward_train.encoder")
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+        os.replace(tmp, cache)
+    texts = tensors["texts"]
+    pair_data = rating_data = None
+    if pairs is not None:
+        t = texts[tensors["pair_prompt"]]
+        pair_data = reward_fit.PairData(reward_fit.features(tensors["w"], t), reward_fit.features(tensors["l"], t),
+                                        tensors["label"], tensors["pair_prompt"])
+    if ratings is not None:
+        t = texts[tensors["rating_prompt"]]
+        rating_data = reward_fit.RatingData(reward_fit.features(tensors["x"], t), tensors["rating"], tensors["rating_prompt"])
+    info = {"encoder": encoder, "embedding_dim": texts.shape[1], "cache": str(cache),
+            "data": {"pairs": specs["pairs"], "ratings": specs["ratings"], "ties": d.ties, "max_items": d.max_items,
+                     "pair_count": len(pairs) if pairs is not None else 0, "rating_count": len(ratings) if ratings is not None else 0,
+                     "ties_dropped": pairs.stats.get("ties_dropped", 0) if pairs is not None else 0}}
+    return pair_data, rating_data, info

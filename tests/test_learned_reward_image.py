@@ -1,0 +1,124 @@
+"""`genpref reward train` for images on a tiny random CLIP and the tiny shapes data: the files it writes, the
+scores of the `learned` reward against the head applied here by hand to the CLIP's own embeddings, the
+embedding cache, the errors naming their key, and one GRPO step driven by the learned reward."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from genpref import build
+from genpref.cli import main
+from genpref.config import load_config
+from genpref.errors import UserError
+from image.tasks.tiny_clip import write_tiny_clip
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs/image/tiny_grpo_learned.yaml"
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    return write_tiny_clip(tmp_path_factory.mktemp("clip"))
+
+
+def _args(tmp_path, clip_dir, *extra):
+    return ["reward", "train", str(TINY), f"train.output_dir={tmp_path / 'run'}",
+            f"reward.models=[{{name: learned, path: {tmp_path / 'reward'}}}]", f"reward_train.encoder={clip_dir}", *extra]
+
+
+def _cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, [ln for ln in (out.out + out.err).replace("\r", "\n").splitlines() if ln.startswith(("genpref:", "wrote"))]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, clip_dir):
+    tmp = tmp_path_factory.mktemp("learned")
+    assert main(_args(tmp, clip_dir)) == 0
+    return tmp
+
+
+def test_reward_train_writes_head_and_config(trained, clip_dir):
+    info = json.loads((trained / "reward" / "reward.json").read_text())
+    assert info["modality"] == "image" and info["encoder"] == str(Path(clip_dir).resolve())
+    assert info["in_features"] == 3 * 16 and info["hidden"] == 16 and info["seed"] == 0
+    # tiny data: 16 pairs + 2 ties kept as label 0.5 (data.ties: half), 16 ratings
+    assert info["data"]["pair_count"] == 18 and info["data"]["rating_count"] == 16 and info["data"]["ties"] == "half"
+    held = info["metrics"]["heldout"]
+    assert set(held) == {"pairs", "ratings"} and 0 < held["pairs"]["pairs"] < 18
+    assert 1 <= len(info["history"]) <= 3 and 1 <= info["best_epoch"] <= len(info["history"])
+    from safetensors.torch import load_file
+
+    assert load_file(str(trained / "reward" / "reward_head.safetensors"))["net.0.weight"].shape == (16, 48)
+    labels = load_file(info["cache"])["label"]
+    assert (labels == 0.5).sum() == 2 and ((labels == 1.0).sum() == 16)  # the ties reach the fit as soft labels
+
+
+def test_learned_reward_scores_by_hand(trained, clip_dir):
+    """score = W2·gelu(W1·[s, t, s·t] + b1) + b2 with s, t the CLIP's projected embeddings, L2-normalised."""
+    from safetensors.torch import load_file
+    from transformers import CLIPModel, CLIPProcessor
+
+    cfg = load_config(TINY, [f"reward.models=[{{name: learned, path: {trained / 'reward'}}}]"])
+    reward = build.build_reward(cfg, torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (32, 40, 3), dtype=np.uint8)) for _ in range(3)]
+    prompts = ["a red square in the top left", "a blue circle", "green"]
+    got = reward.score(images, prompts)
+
+    model, processor = CLIPModel.from_pretrained(str(clip_dir)).eval(), CLIPProcessor.from_pretrained(str(clip_dir))
+    with torch.no_grad():
+        s = model.visual_projection(model.vision_model(pixel_values=processor(images=images, return_tensors="pt")["pixel_values"]).pooler_output)
+        t = model.text_projection(model.text_model(**processor(text=prompts, padding=True, return_tensors="pt")).pooler_output)
+    s, t = s / s.norm(dim=1, keepdim=True), t / t.norm(dim=1, keepdim=True)
+    w = load_file(str(trained / "reward" / "reward_head.safetensors"))
+    hidden = F.gelu(torch.cat([s, t, s * t], 1) @ w["net.0.weight"].T + w["net.0.bias"])
+    expected = (hidden @ w["net.2.weight"].T + w["net.2.bias"]).squeeze(1)
+    assert got.shape == (3,) and torch.allclose(got, expected, atol=1e-5), (got, expected)
+
+
+def test_second_fit_reads_the_embedding_cache(trained, clip_dir, capsys, monkeypatch):
+    import image.learned_reward as ilr
+
+    def no_encoder(*args, **kwargs):
+        raise AssertionError("the encoder ran although the embeddings are cached")
+
+    monkeypatch.setattr(ilr, "_embed", no_encoder)
+    code, lines = _cli(capsys, *_args(trained, clip_dir, "reward_train.hidden=0", "train.overwrite=true"))
+    assert code == 0 and lines[-1].startswith(f"wrote {trained / 'reward'}: held-out pairs: accuracy"), lines
+    assert json.loads((trained / "reward" / "reward.json").read_text())["hidden"] == 0
+
+
+def test_errors_name_the_key(trained, clip_dir, capsys, tmp_path):
+    code, lines = _cli(capsys, *_args(trained, clip_dir))
+    assert code == 1 and "reward.models[0].path" in lines[-1] and "train.overwrite=true" in lines[-1], lines
+    code, lines = _cli(capsys, *_args(tmp_path, clip_dir, "reward_train.encoder=null"))
+    assert code == 2 and "'reward_train.encoder' is not set" in lines[-1], lines
+    code, lines = _cli(capsys, *_args(tmp_path, tmp_path / "nope"))
+    assert code == 2 and "'reward_train.encoder'" in lines[-1] and "does not exist" in lines[-1], lines
+    code, lines = _cli(capsys, *_args(tmp_path, clip_dir, "reward.models=[{name: pickscore, path: x}]"))
+    assert code == 2 and "named learned" in lines[-1], lines
+    code, lines = _cli(capsys, *_args(tmp_path, clip_dir, "reward_train.holdout=1.5"))
+    assert code == 2 and "'reward_train.holdout' must be in [0, 1)" in lines[-1], lines
+    cfg = load_config(TINY, [f"reward.models=[{{name: learned, path: {tmp_path}}}]"])
+    with pytest.raises(UserError, match=r"reward.models\[0\].path: .* has no reward.json .*genpref reward train"):
+        build.build_reward(cfg, torch.device("cpu"))
+
+
+def test_learned_reward_drives_one_grpo_step(trained, capsys):
+    """The same config, `genpref train`: GRPO scores its rollouts with the head trained above."""
+    run = trained / "grpo"
+    code, lines = _cli(capsys, "train", TINY, f"train.output_dir={run}",
+                       f"reward.models=[{{name: learned, path: {trained / 'reward'}}}]", "online.group_size=2", "online.batch_size=1",
+                       "train.batch_size=2")
+    assert code == 0, lines
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 1 and np.isfinite(rows[-1]["loss"])
+    reward_keys = [k for k in rows[-1] if "reward" in k]
+    assert reward_keys, rows[-1]
