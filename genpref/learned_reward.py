@@ -136,6 +136,55 @@ def build_reward(spec, cfg, device):
     return importlib.import_module(MODALITIES[info["modality"]]).build_scorer(info, head, key, device)
 
 
+# ---------------------------------------------------------------------------------------------- embeddings
+
+
+def _files(spec: str) -> list[Path]:
+    import glob
+
+    paths = [Path(p) for p in sorted(glob.glob(spec))] or [Path(spec)]
+    return [f for p in paths for f in (sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]) if f.exists()]
+
+
+def fingerprint(stamp: dict, paths: list[str]) -> str:
+    """sha256 of `stamp` and of every file under `paths` (path, size, modification time)."""
+    import hashlib
+
+    files = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for p in paths if p for f in _files(str(p))]
+    return hashlib.sha256(json.dumps([stamp, files], sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cached_embeddings(cfg: Config, out_dir: Path, key: str, compute) -> tuple[dict, Path]:
+    """compute() -> {name: tensor}, stored once as data.cache_dir (default DIR/cache)/reward-embeddings-KEY.safetensors.
+    The tensors: texts [P, D] (one per unique prompt); for pairs w, l [N, D], label [N], pair_prompt [N]
+    (a row of texts); for ratings x [M, D], rating [M], rating_prompt [M]."""
+    from safetensors.torch import load_file, save_file
+
+    cache = Path(cfg.data.cache_dir or out_dir / "cache") / f"reward-embeddings-{key}.safetensors"
+    if cache.is_file():
+        return load_file(str(cache)), cache
+    tensors = compute()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, cache)
+    return tensors, cache
+
+
+def training_data(tensors: dict):
+    """(PairData | None, RatingData | None) of cached embeddings: features [s, t, s·t], groups = prompt rows."""
+    from genpref.reward_fit import PairData, RatingData, features
+
+    texts, pairs, ratings = tensors["texts"], None, None
+    if "w" in tensors:
+        t = texts[tensors["pair_prompt"]]
+        pairs = PairData(features(tensors["w"], t), features(tensors["l"], t), tensors["label"].float(), tensors["pair_prompt"])
+    if "x" in tensors:
+        t = texts[tensors["rating_prompt"]]
+        ratings = RatingData(features(tensors["x"], t), tensors["rating"].float(), tensors["rating_prompt"])
+    return pairs, ratings
+
+
 # ---------------------------------------------------------------------------------------------- training
 
 

@@ -10,16 +10,13 @@ skips the encoder.
 
 from __future__ import annotations
 
-import glob
-import hashlib
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from genpref import learned_reward as learned
 from genpref import reward_fit
 from genpref.registry import resolve_data
 from image import data as image_data
@@ -82,28 +79,14 @@ def build_scorer(info: dict, head, key: str, device) -> LearnedImageReward:
 # ---------------------------------------------------------------------------------------------- training data
 
 
-def _files(spec: str) -> list[Path]:
-    paths = [Path(p) for p in sorted(glob.glob(spec))] or [Path(spec)]
-    return [f for p in paths for f in (sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p])]
-
-
-def _fingerprint(specs: dict) -> str:
-    """sha256 of the keys in `specs` and of every file they name (path, size, mtime)."""
-    stamp = dict(specs)
-    for name in ("encoder", "pairs", "ratings"):
-        if specs.get(name):
-            stamp[name + "_files"] = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in _files(specs[name])]
-    return hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def _decode(ref) -> object:
     return image_data.decode_image(ref.data, ref.name)
 
 
 def _embed(cfg, pairs, ratings, encoder_key: str) -> dict[str, Tensor]:
-    """Raw embeddings: images of winners / losers / rated samples, each unique prompt once, prompt ids."""
+    """Raw embeddings in genpref.learned_reward.cached_embeddings' layout."""
     encoder = ClipEncoder.load(cfg.reward_train.encoder, encoder_key)
-    prompts = sorted({item["prompt"] for items in (pairs, ratings) if items is not None for item in _rows(items)})
+    prompts = sorted({row["prompt"] for items in (pairs, ratings) if items is not None for row in items.rows})
     index = {p: i for i, p in enumerate(prompts)}
     out = {"texts": encoder.embed_texts(prompts)}
     if pairs is not None:
@@ -120,14 +103,8 @@ def _embed(cfg, pairs, ratings, encoder_key: str) -> dict[str, Tensor]:
     return out
 
 
-def _rows(items) -> list[dict]:
-    return items.rows  # the readers' metadata: prompts without decoding any image
-
-
 def embed_training_data(cfg, out_dir: Path):
     """(PairData | None, RatingData | None, info) for genpref.learned_reward.train; embeddings cached."""
-    from safetensors.torch import load_file, save_file
-
     d = cfg.data
     common = {"on_bad_sample": d.on_bad_sample, "max_items": d.max_items}
     specs = {"pairs": resolve_data("image", d.pairs, "pairs", cfg) if d.pairs else None,
@@ -135,26 +112,10 @@ def embed_training_data(cfg, out_dir: Path):
     pairs = image_data.read_pairs(specs["pairs"], ties=d.ties, **common) if specs["pairs"] else None
     ratings = image_data.read_ratings(specs["ratings"], **common) if specs["ratings"] else None
     encoder = str(Path(cfg.reward_train.encoder).expanduser().resolve())
-    key = _fingerprint({"encoder": encoder, **specs, "ties": d.ties, **common})
-    cache = Path(d.cache_dir or out_dir / "cache") / f"reward-embeddings-{key}.safetensors"
-    if cache.is_file():
-        tensors = load_file(str(cache))
-    else:
-        tensors = _embed(cfg, pairs, ratings, "reward_train.encoder")
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-        os.replace(tmp, cache)
-    texts = tensors["texts"]
-    pair_data = rating_data = None
-    if pairs is not None:
-        t = texts[tensors["pair_prompt"]]
-        pair_data = reward_fit.PairData(reward_fit.features(tensors["w"], t), reward_fit.features(tensors["l"], t),
-                                        tensors["label"], tensors["pair_prompt"])
-    if ratings is not None:
-        t = texts[tensors["rating_prompt"]]
-        rating_data = reward_fit.RatingData(reward_fit.features(tensors["x"], t), tensors["rating"], tensors["rating_prompt"])
-    info = {"encoder": encoder, "embedding_dim": texts.shape[1], "cache": str(cache),
+    key = learned.fingerprint({"encoder": encoder, **specs, "ties": d.ties, **common}, [encoder, specs["pairs"], specs["ratings"]])
+    tensors, cache = learned.cached_embeddings(cfg, out_dir, key, lambda: _embed(cfg, pairs, ratings, "reward_train.encoder"))
+    pair_data, rating_data = learned.training_data(tensors)
+    info = {"encoder": encoder, "embedding_dim": tensors["texts"].shape[1], "cache": str(cache),
             "data": {"pairs": specs["pairs"], "ratings": specs["ratings"], "ties": d.ties, "max_items": d.max_items,
                      "pair_count": len(pairs) if pairs is not None else 0, "rating_count": len(ratings) if ratings is not None else 0,
                      "ties_dropped": pairs.stats.get("ties_dropped", 0) if pairs is not None else 0}}
