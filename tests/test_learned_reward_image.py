@@ -122,3 +122,45 @@ def test_learned_reward_drives_one_grpo_step(trained, capsys):
     assert rows[-1]["step"] == 1 and np.isfinite(rows[-1]["loss"])
     reward_keys = [k for k in rows[-1] if "reward" in k]
     assert reward_keys, rows[-1]
+
+
+@pytest.mark.parametrize("key, value, setting", [
+    ("reward_train.hidden", "0", None), ("reward_train.epochs", "1", "epochs"), ("reward_train.lr", "0.01", "lr"),
+    ("reward_train.weight_decay", "0.1", "weight_decay"), ("reward_train.batch_size", "3", "batch_size"),
+    ("reward_train.holdout", "0", "holdout"), ("reward_train.patience", "1", "patience"),
+])
+def test_every_reward_train_key_reaches_the_fit(trained, clip_dir, capsys, tmp_path, key, value, setting):
+    """Each key with a non-default value trains on the cached embeddings and is recorded in reward.json."""
+    out = tmp_path / "reward"
+    code, lines = _cli(capsys, "reward", "train", TINY, f"train.output_dir={trained / 'run'}", f"reward_train.encoder={clip_dir}",
+                       f"reward.models=[{{name: learned, path: {out}}}]", f"data.cache_dir={trained / 'reward' / 'cache'}",
+                       f"{key}={value}")
+    assert code == 0, lines
+    info = json.loads((out / "reward.json").read_text())
+    recorded = info["hidden"] if setting is None else info["settings"][setting]
+    assert recorded == float(value) and info["cache"].startswith(str(trained / "reward" / "cache"))
+    if key == "reward_train.holdout":
+        assert info["metrics"]["heldout"] == {} and "nothing held out" in lines[-1]
+    if key == "reward_train.epochs":
+        assert len(info["history"]) == 1
+
+
+def test_a_failed_save_leaves_no_finished_model(trained, monkeypatch, tmp_path):
+    """reward.json is removed before the head is written and written after it: a crash in between leaves a
+    directory that `learned` refuses, never an old reward.json beside a new head."""
+    import safetensors.torch
+
+    from genpref import learned_reward
+    from genpref.reward_fit import RewardHead
+
+    out = tmp_path / "reward"
+    learned_reward.save(out, RewardHead(4, 0), {"format": learned_reward.FORMAT})
+    assert (out / "reward.json").is_file()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
+    with pytest.raises(OSError):
+        learned_reward.save(out, RewardHead(4, 0), {"format": learned_reward.FORMAT})
+    assert not (out / "reward.json").exists()

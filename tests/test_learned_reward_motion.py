@@ -84,3 +84,12 @@ def test_learned_reward_drives_one_nft_step(trained):
     assert code == 0
     rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 1 and np.isfinite(rows[-1]["loss"])
+
+
+def test_data_ties_for_motion_pairs():
+    from motion.learned_reward import _with_ties
+
+    pairs = [{"label": 1.0}, {"label": 0.5}, {"label": 0.8}]
+    assert [p["label"] for p in _with_ties(pairs, "drop")] == [1.0, 0.8]
+    assert [p["label"] for p in _with_ties(pairs, "half")] == [1.0, 0.5, 0.8]
+    assert [p["label"] for p in _with_ties(pairs, "first")] == [1.0, 1.0, 0.8]
