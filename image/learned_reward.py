@@ -22,6 +22,8 @@ from genpref.registry import resolve_data
 from image import data as image_data
 from image import scorers
 
+EMBED_CHUNK = 256  # images decoded and embedded per step of the training pass
+
 
 class ClipEncoder:
     """Projected image and text embeddings of a frozen CLIP model, [B, D] float32 on the CPU."""
@@ -79,8 +81,18 @@ def build_scorer(info: dict, head, key: str, device) -> LearnedImageReward:
 # ---------------------------------------------------------------------------------------------- training data
 
 
-def _decode(ref) -> object:
-    return image_data.decode_image(ref.data, ref.name)
+def _embed_items(encoder: ClipEncoder, items, fields: tuple[str, ...], desc: str) -> tuple[dict[str, Tensor], list[dict]]:
+    """Embeddings of each item's images (ImageRefs under `fields`), read and decoded a chunk at a time so memory
+    stays bounded, with a progress bar; and the items without their images (prompt, label / rating)."""
+    from tqdm.auto import tqdm
+
+    parts, rows = {f: [] for f in fields}, []
+    for start in tqdm(range(0, len(items), EMBED_CHUNK), desc=desc, dynamic_ncols=True, disable=len(items) <= EMBED_CHUNK):
+        chunk = [items[i] for i in range(start, min(start + EMBED_CHUNK, len(items)))]
+        for f in fields:
+            parts[f].append(encoder.embed_images([image_data.decode_image(it[f].data, it[f].name) for it in chunk]))
+        rows += [{k: v for k, v in it.items() if k not in fields} for it in chunk]
+    return {f: torch.cat(p) for f, p in parts.items()}, rows
 
 
 def _embed(cfg, pairs, ratings, encoder_key: str) -> dict[str, Tensor]:
@@ -90,16 +102,15 @@ def _embed(cfg, pairs, ratings, encoder_key: str) -> dict[str, Tensor]:
     index = {p: i for i, p in enumerate(prompts)}
     out = {"texts": encoder.embed_texts(prompts)}
     if pairs is not None:
-        items = [pairs[i] for i in range(len(pairs))]
-        out["w"] = encoder.embed_images([_decode(it["w"]) for it in items])
-        out["l"] = encoder.embed_images([_decode(it["l"]) for it in items])
-        out["label"] = torch.tensor([float(it["label"]) for it in items])
-        out["pair_prompt"] = torch.tensor([index[it["prompt"]] for it in items])
+        images, rows = _embed_items(encoder, pairs, ("w", "l"), "embed pairs")
+        out.update(images)
+        out["label"] = torch.tensor([float(r["label"]) for r in rows])
+        out["pair_prompt"] = torch.tensor([index[r["prompt"]] for r in rows])
     if ratings is not None:
-        items = [ratings[i] for i in range(len(ratings))]
-        out["x"] = encoder.embed_images([_decode(it["x"]) for it in items])
-        out["rating"] = torch.tensor([float(it["rating"]) for it in items])
-        out["rating_prompt"] = torch.tensor([index[it["prompt"]] for it in items])
+        images, rows = _embed_items(encoder, ratings, ("x",), "embed ratings")
+        out.update(images)
+        out["rating"] = torch.tensor([float(r["rating"]) for r in rows])
+        out["rating_prompt"] = torch.tensor([index[r["prompt"]] for r in rows])
     return out
 
 

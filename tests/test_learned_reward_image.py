@@ -164,3 +164,18 @@ def test_a_failed_save_leaves_no_finished_model(trained, monkeypatch, tmp_path):
     with pytest.raises(OSError):
         learned_reward.save(out, RewardHead(4, 0), {"format": learned_reward.FORMAT})
     assert not (out / "reward.json").exists()
+
+
+def test_embeddings_do_not_depend_on_the_chunk_size(trained, clip_dir, monkeypatch):
+    """The training pass reads and embeds a chunk of images at a time; 4 at a time gives the one-pass values."""
+    import image.learned_reward as ilr
+    from image import data as image_data
+
+    cfg = load_config(TINY, [f"train.output_dir={trained / 'run'}", f"reward_train.encoder={clip_dir}"])
+    info = json.loads((trained / "reward" / "reward.json").read_text())
+    pairs = image_data.read_pairs(info["data"]["pairs"], ties="half")
+    whole = ilr._embed(cfg, pairs, None, "k")
+    monkeypatch.setattr(ilr, "EMBED_CHUNK", 4)
+    chunked = ilr._embed(cfg, pairs, None, "k")
+    assert whole["w"].shape == (18, 16) and torch.allclose(whole["w"], chunked["w"], atol=1e-5)
+    assert torch.equal(whole["label"], chunked["label"]) and torch.equal(whole["pair_prompt"], chunked["pair_prompt"])
