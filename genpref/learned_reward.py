@@ -133,6 +133,13 @@ def build_reward(spec, cfg, device):
     if not spec.path:
         raise UserError(f"{key}: reward 'learned' needs the directory `genpref reward train` wrote")
     head, info = load(spec.path, key)
+    from genpref.build import model_kinds
+
+    package = model_kinds().get(cfg.model.kind, "").split(".")[0]
+    if package in MODALITIES and package != info["modality"]:
+        a = {"image": "an", "motion": "a"}
+        raise UserError(f"{key}: {spec.path} is {a[info['modality']]} {info['modality']} reward, but model.kind "
+                        f"{cfg.model.kind!r} is {a[package]} {package} model")
     return importlib.import_module(MODALITIES[info["modality"]]).build_scorer(info, head, key, device)
 
 

@@ -179,3 +179,15 @@ def test_embeddings_do_not_depend_on_the_chunk_size(trained, clip_dir, monkeypat
     chunked = ilr._embed(cfg, pairs, None, "k")
     assert whole["w"].shape == (18, 16) and torch.allclose(whole["w"], chunked["w"], atol=1e-5)
     assert torch.equal(whole["label"], chunked["label"]) and torch.equal(whole["pair_prompt"], chunked["pair_prompt"])
+
+
+def test_a_reward_of_the_other_modality_is_refused(trained, tmp_path):
+    import shutil
+
+    other = tmp_path / "reward"
+    shutil.copytree(trained / "reward", other, ignore=shutil.ignore_patterns("cache"))
+    info = json.loads((other / "reward.json").read_text())
+    (other / "reward.json").write_text(json.dumps({**info, "modality": "motion"}))
+    cfg = load_config(TINY, [f"reward.models=[{{name: learned, path: {other}}}]"])
+    with pytest.raises(UserError, match=r"reward.models\[0\].path: .* is a motion reward, but model.kind 'tiny-sd' is an image model"):
+        build.build_reward(cfg, torch.device("cpu"))
