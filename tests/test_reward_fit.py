@@ -65,8 +65,8 @@ def test_fit_recovers_a_known_linear_reward():
     held-out accuracy reaches that of the true reward on the same held-out labels (the Bayes rule)."""
     w = torch.tensor([2.0, -1.0, 0.5, 0.0, 1.5, -0.5, 1.0, 0.25])
     pairs, p = _synthetic(4000, w, seed=0)
-    head = rf.RewardHead(len(w), hidden=0)
     torch.manual_seed(0)
+    head = rf.RewardHead(len(w), hidden=0)
     result = rf.fit(head, pairs, None, rf.FitSettings(epochs=30, lr=0.05, batch_size=64, holdout=0.25, patience=5, seed=0))
     cosine = _cosine(head.net[0].weight[0].detach(), w)
     assert cosine > 0.95, cosine
@@ -88,6 +88,7 @@ def test_soft_labels_recover_the_scale_too():
     0/1 would inflate the norm without bound on separable data)."""
     w = torch.tensor([1.0, -2.0, 0.5, 1.0])
     pairs, _ = _synthetic(2000, w, seed=1, soft=True)
+    torch.manual_seed(1)
     head = rf.RewardHead(len(w), hidden=0)
     rf.fit(head, pairs, None, rf.FitSettings(epochs=40, lr=0.05, batch_size=64, holdout=0.0, seed=1))
     fitted = head.net[0].weight[0].detach()
@@ -101,6 +102,7 @@ def test_ratings_recover_the_reward():
     g = torch.Generator().manual_seed(2)
     x = torch.randn(3000, 4, generator=g)
     ratings = rf.RatingData(x, (torch.rand(3000, generator=g) < torch.sigmoid(x @ w)).float(), torch.randint(0, 100, (3000,), generator=g))
+    torch.manual_seed(2)
     head = rf.RewardHead(4, hidden=0)
     result = rf.fit(head, None, ratings, rf.FitSettings(epochs=20, lr=0.05, holdout=0.2, seed=2))
     assert _cosine(head.net[0].weight[0].detach(), w) > 0.95
