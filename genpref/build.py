@@ -34,6 +34,7 @@ REWARDS = {
     "pickscore": "image.scorers",  # PickScore_v1 (CLIP-H fine-tuned on Pick-a-Pic), logit_scale·cos
     "hpsv2": "image.scorers",  # HPSv2 through open_clip (extra "hpsv2"), 100·cos
     "aesthetic": "image.scorers",  # LAION aesthetic head on CLIP ViT-L/14 image embeddings
+    "learned": "genpref.learned_reward",  # a Bradley–Terry head fitted by `genpref reward train` (images or motion)
 }
 
 

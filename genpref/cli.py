@@ -30,6 +30,15 @@ def _cmd_train(args) -> None:
     train(cfg)
 
 
+def _cmd_reward_train(args) -> None:
+    from genpref.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    from genpref.learned_reward import train
+
+    train(cfg)
+
+
 def _cmd_validate(args) -> None:
     from genpref import build
     from genpref.config import load_config
@@ -152,6 +161,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="recipe YAML to check")
     p.add_argument("overrides", nargs="*", help=overrides_help)
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("reward", help="reward models learned from your own preference data")
+    actions = p.add_subparsers(dest="reward_command", metavar="ACTION", required=True, help="train: fit one")
+    q = actions.add_parser("train", help="fit a Bradley–Terry reward head on data.pairs / data.ratings (frozen CLIP or "
+                           "T2M-evaluator embeddings) into the path of reward.models' `learned` entry")
+    q.add_argument("config", help="recipe YAML with reward.models=[{name: learned, path: DIR}] and reward_train.encoder")
+    q.add_argument("overrides", nargs="*", help=overrides_help)
+    q.set_defaults(func=_cmd_reward_train)
 
     p = sub.add_parser("sample", help="generate from a finished run (an image grid; motion .npy + GIF)")
     p.add_argument("run_dir", help=run_help)

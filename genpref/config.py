@@ -18,6 +18,8 @@ from typing import Any, Union
 
 import yaml
 
+from genpref.reward_train_config import RewardTrainConfig
+
 REQUIRED: Any = "???"  # sentinel for values the user must give
 
 
@@ -186,6 +188,7 @@ class Config:
     reward: RewardConfig = field(default_factory=RewardConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    reward_train: RewardTrainConfig = field(default_factory=RewardTrainConfig)  # `genpref reward train` (a learned reward)
     eval: dict[str, Any] = field(default_factory=dict)  # evaluation settings, read by `genpref eval`
 
 
@@ -232,7 +235,8 @@ def _suggest(key: str, valid: list[str]) -> str:
 def _suggest_section(key: str) -> str:
     """A section-less key that is some section's key (`lr` -> `train.lr`): name the section(s)."""
     names = {key, ALIASES.get(key, key)}
-    matches = [k for k in valid_keys() if "." in k and k.rsplit(".", 1)[1] in names]
+    matches = [k for k in valid_keys() if "." in k and k.rsplit(".", 1)[1] in names
+               and not k.startswith("reward_train.")]  # another command's section: not what a bare `lr=` meant
     return f" (did you mean {' or '.join(repr(m) for m in matches)}?)" if matches else ""
 
 
@@ -406,6 +410,13 @@ RANGES = {
     "train.collapse_window": AT_LEAST_1,
     "train.sample_every": COUNT,
     "train.sample_seeds": SEED,
+    "reward_train.hidden": COUNT,
+    "reward_train.epochs": AT_LEAST_1,
+    "reward_train.lr": POSITIVE,
+    "reward_train.weight_decay": NON_NEGATIVE,
+    "reward_train.batch_size": AT_LEAST_1,
+    "reward_train.holdout": BELOW_1,
+    "reward_train.patience": COUNT,
 }
 
 
