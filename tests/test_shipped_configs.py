@@ -28,8 +28,8 @@ REWARD_TWIN = {"pickscore": "shapes", "clip": "shapes", "hpsv2": "shapes", "aest
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from image import tiny_data as image_tiny
-    from motion import tiny_data as motion_tiny
+    from image.tasks import tiny_data as image_tiny
+    from motion.tasks import tiny_data as motion_tiny
 
     base = tmp_path_factory.mktemp("tiny-data")
     paths = {k: str(v) for k, v in image_tiny.ensure(base / "image", 32).items()}
