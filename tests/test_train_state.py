@@ -6,12 +6,12 @@ import random
 
 import numpy as np
 import torch
+from test_resume_state import assert_same
 
 from genpref import train as train_module
 from genpref.config import from_dict, merge_overrides
 from genpref.run import build_run
 from genpref.step import optimizer_step, watch
-from test_resume_state import assert_same
 
 PARTS = {"weights", "optimizer", "lr_scheduler", "ema", "collapse", "rl_guard", "rollout", "scaler", "source", "rng"}
 
