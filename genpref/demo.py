@@ -267,6 +267,47 @@ def bench_quality(which: str = "all", out_dir: str | Path = "benchmarks/results"
     return written
 
 
+# ---------------------------------------------------------------------------------------------- learned-reward arms
+
+
+def reward_dir(run_dir: Path) -> Path:
+    """Where an arm's learned reward lives: beside its run directory (train_fresh empties the run's own)."""
+    return run_dir.parent / f"{run_dir.name}-reward"
+
+
+def fit_learned_reward(cfg, run_dir: Path, encoder: str | Path) -> float:
+    """Arms whose reward.models name `learned` (rm_grpo): fit the head on the recipe's data.pairs alone (the
+    dpo arm's data; the benchmark's ratings are left out) with `encoder` into reward_dir(run_dir), afresh
+    (train.seed seeds the fit), and point the recipe at it. Returns the seconds spent (0 for other arms)."""
+    from genpref import learned_reward
+
+    specs = [spec for spec in cfg.reward.models if spec.name == "learned"]
+    if not specs:
+        return 0.0
+    for spec in specs:
+        spec.path = str(reward_dir(run_dir))
+    cfg.reward_train.encoder = str(encoder)
+    kept = cfg.train.overwrite, cfg.data.ratings
+    cfg.train.overwrite, cfg.data.ratings = True, None
+    start = time.perf_counter()
+    learned_reward.train(cfg)
+    cfg.train.overwrite, cfg.data.ratings = kept
+    return time.perf_counter() - start
+
+
+def learned_reward_columns(run_dir: Path) -> dict:
+    """A bench row's columns of the arm's learned reward (none for other arms): its pair accuracy, log-loss
+    and calibration on the prompts its fit held out, where the exact verifier that labelled them scores 1."""
+    info_file = reward_dir(run_dir) / "reward.json"
+    if not info_file.is_file():
+        return {}
+    held = json.loads(info_file.read_text()).get("metrics", {}).get("heldout", {}).get("pairs")
+    if not held:
+        return {}
+    return {"reward_heldout_pair_accuracy": held["accuracy"], "reward_heldout_log_loss": held["log_loss"],
+            "reward_heldout_ece": held["ece"], "reward_heldout_pairs": held["pairs"]}
+
+
 # ---------------------------------------------------------------------------------------------- the bench loop
 
 
@@ -308,7 +349,7 @@ def run_bench(task: TaskPart, out_dir: str | Path, *, seeds: Sequence[int], step
                 overrides["train.max_steps"] = steps
             seconds = setup.train(task.ARMS[arm], run, overrides)
             row = {"objective": arm, "seed": seed, "setting": setting, "train_s": round(seconds, 1),
-                   **generated_samples(run), **setup.score(arm, tag, seed, run)}  # fmt: skip
+                   **generated_samples(run), **learned_reward_columns(run), **setup.score(arm, tag, seed, run)}  # fmt: skip
             last = metric_curves(run, task.CURVES)
             for key in task.FINAL_CURVES:
                 if last.get(key):

@@ -26,6 +26,7 @@ import torch
 from genpref import stats
 from genpref.demo import BenchSetup, DemoEval, DemoSetup, run_bench, run_part_demo
 from image.tasks import shapes
+from image.tasks.shapes.encoder import train_encoder
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIGS = REPO / "configs" / "image"
@@ -53,6 +54,7 @@ ARMS = {
     "grpo": "shapes_grpo.yaml",
     "nft": "shapes_nft.yaml",
     "rft": "shapes_rft.yaml",
+    "rm_grpo": "shapes_rm_grpo.yaml",  # a reward learned from the dpo arm's pairs, then online RL on it
 }
 # metrics.jsonl keys copied into the demo's curves (those a run logs): losses, ranking, collapse watch,
 # and the verifier's score of online samples (SoPo, OAIF)
@@ -105,10 +107,14 @@ def base_weights(out_dir: Path, seed: int = 0) -> Path:
 
 
 def train_arm(file: str, run_dir: Path, overrides: dict) -> float:
-    """Fine-tune one recipe into a fresh run_dir; returns the wall time in seconds."""
+    """Fine-tune one recipe into a fresh run_dir (a learned reward fitted first, for the rm_grpo arm, on the
+    encoder in overrides["reward_train.encoder"]); returns the wall time in seconds, the fit included."""
+    from genpref.demo import fit_learned_reward
     from genpref.train import train_fresh
 
-    return train_fresh(recipe_config(file, {"train.output_dir": str(run_dir), **overrides}))
+    cfg = recipe_config(file, {"train.output_dir": str(run_dir), **overrides})
+    fit_s = fit_learned_reward(cfg, Path(run_dir), cfg.reward_train.encoder)
+    return fit_s + train_fresh(cfg)
 
 
 def load_model(weights: Path, work_dir: Path, size: str = "small"):
@@ -264,6 +270,7 @@ def bench_setup(out_dir: Path, setting: str) -> BenchSetup:
     prompts_file = data["prompts"] if setting == "train_prompts" else data["all_prompts"]
     base = base_weights(out_dir)
     feedback = write_base_feedback(out_dir / "data", base)
+    encoder = train_encoder(out_dir / "encoder", data["experts"])  # the learned reward's frozen CLIP (rm_grpo)
     eval_seed = 777  # one noise set for every arm and seed: every comparison with the base is paired
     splits = {"heldout": eval_prompts(shapes.heldout_combos(), EVAL["per_prompt"]),
               "train": eval_prompts(shapes.train_combos(), TRAIN_PER_PROMPT)}
@@ -274,7 +281,7 @@ def bench_setup(out_dir: Path, setting: str) -> BenchSetup:
     def overrides(seed: int) -> dict:
         return {"model.path": str(base), "data.experts": str(data["experts"]), "data.prompts": str(prompts_file),
                 "data.pairs": str(feedback["pairs"]), "data.ratings": str(feedback["ratings"]),
-                "data.cache_dir": str(out_dir / "cache"), "train.seed": seed,
+                "data.cache_dir": str(out_dir / "cache"), "train.seed": seed, "reward_train.encoder": str(encoder),
                 "train.sample_prompts": [], "train.checkpoint_every": 0}
 
     def score(arm: str, tag: str, seed: int, run: Path) -> dict:

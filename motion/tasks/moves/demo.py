@@ -55,6 +55,7 @@ ARMS = {
     "grpo": "moves_grpo.yaml",
     "nft": "moves_nft.yaml",
     "rft": "moves_rft.yaml",
+    "rm_grpo": "moves_rm_grpo.yaml",  # a reward learned from the dpo arm's pairs, then online RL on it
 }
 EVAL = {"per_combo": 40, "frames": 48, "steps": 10, "solver": "dpmsolver++", "t2m_passes": 2}
 CURVES = ("loss", "implicit_acc", "open_gate", "reward_l", "reward_online", "e_ratio_w", "margin")
@@ -87,11 +88,15 @@ def with_reward_paths(cfg, evaluator: Path):
 
 
 def train_arm(file: str, run_dir: Path, overrides: dict) -> float:
-    """Fine-tune one recipe into a fresh run_dir; returns the wall time in seconds."""
+    """Fine-tune one recipe into a fresh run_dir (a learned reward fitted first on the evaluator's embeddings,
+    for the rm_grpo arm); returns the wall time in seconds, the fit included."""
+    from genpref.demo import fit_learned_reward
     from genpref.train import train_fresh
 
     cfg = recipe_config(file, {"train.output_dir": str(run_dir), **overrides})
-    return train_fresh(with_reward_paths(cfg, Path(overrides["eval.evaluator"])))
+    evaluator = Path(overrides["eval.evaluator"])
+    fit_s = fit_learned_reward(cfg, Path(run_dir), evaluator)
+    return fit_s + train_fresh(with_reward_paths(cfg, evaluator))
 
 
 def load_model(checkpoint: Path, data_root: Path):
