@@ -119,6 +119,11 @@ def ratings(scores: Sequence[float], rule: str = "minmax", threshold: float | No
 # ---------------------------------------------------------------------------------------------- clusters
 
 
+def _sq_distances(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """[N, k] squared Euclidean distances as |x|² − 2·x·c + |c|² (memory N·k, not N·k·D)."""
+    return np.maximum((x**2).sum(1)[:, None] - 2.0 * x @ centres.T + (centres**2).sum(1)[None], 0.0)
+
+
 def kmeans(x: np.ndarray, k: int, seed: int = 0, iterations: int = 100) -> np.ndarray:
     """Cluster of each row of x [N, D] by Lloyd's k-means from a k-means++ start (numpy Generator(seed));
     k is capped at N. A cluster that empties keeps its centre. Returns [N] ints in [0, k)."""
@@ -127,13 +132,14 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0, iterations: int = 100) -> np.nd
     k = min(k, n)
     rng = np.random.default_rng(seed)
     centres = [x[rng.integers(n)]]
+    d2 = _sq_distances(x, centres[0][None])[:, 0]  # [N] to the nearest chosen centre
     for _ in range(1, k):  # k-means++: the next centre drawn ∝ squared distance to the nearest chosen one
-        d2 = ((x[:, None, :] - np.asarray(centres)[None]) ** 2).sum(-1).min(1)
         centres.append(x[rng.choice(n, p=d2 / d2.sum())] if d2.sum() > 0 else x[rng.integers(n)])
+        d2 = np.minimum(d2, _sq_distances(x, centres[-1][None])[:, 0])
     centres = np.asarray(centres)
     assign = np.full(n, -1)
     for _ in range(iterations):
-        new = ((x[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)  # [N]
+        new = _sq_distances(x, centres).argmin(1)  # [N]
         if (new == assign).all():
             break
         assign = new

@@ -179,8 +179,8 @@ def test_kmeans_and_transfer_on_known_clusters():
     assert got[:5] == [1.0, 0.5, 0.75, 0.75, 0.75] and got[5:10] == [0.0] * 5 and got[10:] == [None] * 5
 
 
-def test_from_clusters_rates_an_unrated_folder(tmp_path, capsys):
-    """Solid colours: red, blue and green images, three of them rated; the raw thumbnail embedding clusters by colour."""
+def write_solid(tmp_path):
+    """Red, blue and green images (9), three of them rated: 0 and 3 are red, 1 is blue; nothing green is rated."""
     folder = tmp_path / "solid"
     folder.mkdir()
     colours = {"red": (230, 20, 20), "blue": (20, 20, 230), "green": (20, 230, 20)}
@@ -190,9 +190,15 @@ def test_from_clusters_rates_an_unrated_folder(tmp_path, capsys):
         Image.new("RGB", (32, 32), tuple(min(255, c + 3 * i) for c in colours[name])).save(folder / f"{i}.png")
         lines.append(json.dumps({"file_name": f"{i}.png", "text": "a colour"}))
     (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
-    rated = tmp_path / "rated.jsonl"  # 0 and 3 are red, 1 is blue; nothing green is rated
+    rated = tmp_path / "rated.jsonl"
     rated.write_text("".join(json.dumps({"prompt": "a colour", "file_name": f"solid/{i}.png", "rating": r}) + "\n"
                              for i, r in ((0, 1.0), (3, 0.5), (1, 0.0))))
+    return folder, rated
+
+
+def test_from_clusters_rates_an_unrated_folder(tmp_path, capsys):
+    """The raw thumbnail embedding clusters solid colours by colour."""
+    folder, rated = write_solid(tmp_path)
     out = tmp_path / "out"
     code, lines = _label(capsys, folder, out, "--from-clusters", rated, "label.clusters=3")
     assert code == 0, lines
@@ -205,6 +211,32 @@ def test_from_clusters_rates_an_unrated_folder(tmp_path, capsys):
                               "kept": 3, "from_clusters": 3, "unrated": 3}
     assert info["embedding"].startswith("raw") and "3 left unrated" in lines[-1], lines
     assert len(read_ratings(str(out / "ratings.jsonl"))) == 6
+
+
+def test_from_clusters_embeds_with_the_rewards_clip_encoder(tmp_path, capsys):
+    """label.embedding=auto with a `clip` reward: [s, t, s·t] of its CLIP; the clusters are k-means of exactly those."""
+    from genpref.reward_fit import features
+    from image.learned_reward import ClipEncoder
+    from image.scorers import load_clip
+    from image.tasks.tiny_clip import write_tiny_clip
+
+    clip = write_tiny_clip(tmp_path / "clip")
+    folder, rated = write_solid(tmp_path)
+    out = tmp_path / "out"
+    code, lines = _label(capsys, folder, out, "--from-clusters", rated, "label.clusters=2",
+                         f"reward.models=[{{name: clip, path: {clip}}}]")
+    assert code == 0, lines
+    info = json.loads((out / "label.json").read_text())
+    assert info["embedding"] == "[s, t, s·t] of the CLIP encoder of reward.models[0]"
+    model, processor = load_clip(clip, clip, "clip", "test")
+    encoder = ClipEncoder(model, processor, "cpu")
+    order = [0, 3, 1, 2, 4, 5, 6, 7, 8]  # the rated samples first, as the command embeds them
+    images = [Image.open(folder / f"{i}.png") for i in order]
+    x = features(encoder.embed_images(images), encoder.embed_texts(["a colour"] * 9)).numpy()
+    cluster = lab.kmeans(x, 2, seed=0)
+    want = lab.transfer_ratings(cluster.tolist(), [1.0, 0.5, 0.0] + [None] * 6)
+    rows = {Path(r["file_name"]).name: r["rating"] for r in map(json.loads, (out / "ratings.jsonl").read_text().splitlines())}
+    assert rows == pytest.approx({f"{i}.png": w for i, w in zip(order, want) if w is not None})
 
 
 # ---------------------------------------------------------------------------------------------- round trip, motion, errors
