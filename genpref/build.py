@@ -89,6 +89,10 @@ CHOICES = {
     "select.by": (None, "implicit_margin"),
     "select.direction": ("largest", "smallest"),
     "online.annotator": ("reward", "implicit"),
+    "label.pairs": ("all", "best_vs_rest", "best_vs_worst"),
+    "label.ties": ("drop", "half"),
+    "label.rating": ("minmax", "score", "threshold", "quantile"),
+    "label.embedding": ("auto", "raw"),
 }
 
 

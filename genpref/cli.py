@@ -39,6 +39,15 @@ def _cmd_reward_train(args) -> None:
     train(cfg)
 
 
+def _cmd_label(args) -> None:
+    from genpref.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    from genpref.label_command import run
+
+    run(cfg, args.input, args.out, args.from_clusters)
+
+
 def _cmd_validate(args) -> None:
     from genpref import build
     from genpref.config import load_config
@@ -169,6 +178,17 @@ def make_parser() -> argparse.ArgumentParser:
     q.add_argument("config", help="recipe YAML with reward.models=[{name: learned, path: DIR}] and reward_train.encoder")
     q.add_argument("overrides", nargs="*", help=overrides_help)
     q.set_defaults(func=_cmd_reward_train)
+
+    p = sub.add_parser("label", help="label an unlabelled image folder or HumanML3D-format directory with reward.models: "
+                       "pairs.jsonl and ratings.jsonl for data.pairs / data.ratings")
+    p.add_argument("config", help="recipe YAML with model.kind (image or motion), reward.models and label.* settings")
+    p.add_argument("overrides", nargs="*", help=overrides_help + "; label.* keys set the pairs and ratings")
+    p.add_argument("--input", required=True, help="images: a folder with metadata.jsonl ({file_name, text} per image); "
+                   "motion: a HumanML3D-format directory (new_joint_vecs/*.npy, texts/*.txt)")
+    p.add_argument("--out", required=True, help="output directory: pairs.jsonl, ratings.jsonl, label.json")
+    p.add_argument("--from-clusters", metavar="RATED.jsonl", help="instead of scoring: give each input sample the mean "
+                   "rating of the rated samples in its k-means cluster of embeddings (label.clusters, label.embedding)")
+    p.set_defaults(func=_cmd_label)
 
     p = sub.add_parser("sample", help="generate from a finished run (an image grid; motion .npy + GIF)")
     p.add_argument("run_dir", help=run_help)

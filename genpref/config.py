@@ -18,6 +18,7 @@ from typing import Any, Union
 
 import yaml
 
+from genpref.label_config import LabelConfig
 from genpref.reward_train_config import RewardTrainConfig
 
 REQUIRED: Any = "???"  # sentinel for values the user must give
@@ -189,6 +190,7 @@ class Config:
     select: SelectConfig = field(default_factory=SelectConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     reward_train: RewardTrainConfig = field(default_factory=RewardTrainConfig)  # `genpref reward train` (a learned reward)
+    label: LabelConfig = field(default_factory=LabelConfig)  # `genpref label` (pairs and ratings from a reward model)
     eval: dict[str, Any] = field(default_factory=dict)  # evaluation settings, read by `genpref eval`
 
 
@@ -236,7 +238,7 @@ def _suggest_section(key: str) -> str:
     """A section-less key that is some section's key (`lr` -> `train.lr`): name the section(s)."""
     names = {key, ALIASES.get(key, key)}
     matches = [k for k in valid_keys() if "." in k and k.rsplit(".", 1)[1] in names
-               and not k.startswith("reward_train.")]  # another command's section: not what a bare `lr=` meant
+               and not k.startswith(("reward_train.", "label."))]  # another command's section: not what a bare `lr=` meant
     return f" (did you mean {' or '.join(repr(m) for m in matches)}?)" if matches else ""
 
 
@@ -417,6 +419,12 @@ RANGES = {
     "reward_train.batch_size": AT_LEAST_1,
     "reward_train.holdout": BELOW_1,
     "reward_train.patience": COUNT,
+    "label.min_gap": NON_NEGATIVE,
+    "label.max_pairs_per_prompt": AT_LEAST_1,
+    "label.rating_threshold": ANY,
+    "label.rating_quantile": PROBABILITY,
+    "label.batch_size": AT_LEAST_1,
+    "label.clusters": AT_LEAST_1,
 }
 
 
