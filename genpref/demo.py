@@ -229,14 +229,14 @@ def run_part_demo(task: TaskPart, out_dir: str | Path, *, seed: int = 0, progres
 def _markdown(summary: list[dict]) -> str:
     if not summary:
         return ""
-    keys = [k for k in summary[0] if k != "objective" and not k.endswith("_ci95")]
+    keys = list(dict.fromkeys(k for row in summary for k in row if k != "objective" and not k.endswith("_ci95")))
     head = "| objective | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys) + "\n"
     rows = []
     for row in summary:
         cells = []
         for k in keys:
             v, ci = row.get(k), row.get(k + "_ci95")
-            cell = f"{v:.3f}" if isinstance(v, float) else str(v)
+            cell = f"{v:.3f}" if isinstance(v, float) else "—" if v is None else str(v)
             cells.append(cell + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
         rows.append(f"| {row['objective']} | " + " | ".join(cells) + " |")
     return head + "\n".join(rows) + "\n"
@@ -357,9 +357,14 @@ def run_bench(task: TaskPart, out_dir: str | Path, *, seeds: Sequence[int], step
             row_path.parent.mkdir(parents=True, exist_ok=True)
             row_path.write_text(json.dumps(row, indent=1))
             rows.append(row)
-    # per objective: the mean over seeds with a t interval (differences to SFT paired by seed)
-    summary = stats.summarize_runs(stats.versus_arm(rows, "sft", ("heldout_accuracy", "train_accuracy")),
-                                   task.SUMMARY_METRICS, by="objective")  # fmt: skip
+    # per objective: the mean over seeds with a t interval (differences to SFT, and to DPO when it ran, paired
+    # by seed: the learned-reward arm is judged against the DPO arm that trains on the same pairs)
+    compared = stats.versus_arm(rows, "sft", ("heldout_accuracy", "train_accuracy"))
+    metrics = tuple(task.SUMMARY_METRICS)
+    if any(r["objective"] == "dpo" for r in rows):
+        compared = stats.versus_arm(compared, "dpo", ("heldout_accuracy",))
+        metrics = (*metrics, "heldout_diff_vs_dpo")
+    summary = stats.summarize_runs(compared, metrics, by="objective")
     return {"task": task.TASK, "rows": [setup.base_row(), *rows], "summary": summary,
             "settings": {"eval": setup.eval_settings, "seeds": list(seeds), "steps": steps,
                          "base_weights": str(setup.base_weights), "setting": setting}}  # fmt: skip

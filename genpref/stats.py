@@ -169,3 +169,20 @@ def versus_base(prefix: str, correct: np.ndarray, base_correct: np.ndarray, scor
     return {f"{prefix}_accuracy": float(correct.mean()), f"{prefix}_diff_vs_base": diff,
             f"{prefix}_diff_vs_base_ci95": [lo, hi], f"{prefix}_mcnemar_p": mcnemar_exact(correct, base_correct),
             f"{prefix}_attribute_score": float(np.mean(score)), f"{prefix}_win_rate_vs_base": win_rate(score, base_score)}  # fmt: skip
+
+
+def mean_pairwise_distance(emb: np.ndarray, groups: Sequence) -> float | None:
+    """Sample diversity within prompts: for each group (the samples of one prompt), the mean Euclidean distance
+    over its unordered pairs of embeddings [N, D]; then the mean over groups with two samples or more
+    (None when no group has two)."""
+    emb, groups = np.asarray(emb, dtype=np.float64), np.asarray(groups)
+    if emb.ndim != 2 or len(emb) != len(groups):
+        raise ValueError(f"mean_pairwise_distance: embeddings [N, D] and N group ids, got {emb.shape} and {groups.shape}")
+    means = []
+    for g in dict.fromkeys(groups.tolist()):
+        x = emb[groups == g]
+        if len(x) < 2:
+            continue
+        d = np.sqrt(np.maximum(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1), 0.0))
+        means.append(d[np.triu_indices(len(x), 1)].mean())
+    return float(np.mean(means)) if means else None

@@ -213,6 +213,7 @@ def small_demo(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "EVAL", {"per_prompt": 1, "steps": 2, "solver": "ddim"})
     monkeypatch.setattr(demo, "FEEDBACK_PER_PROMPT", 2)
     monkeypatch.setattr(demo, "TRAIN_PER_PROMPT", 1)
+    monkeypatch.setattr(demo, "ENCODER_EPOCHS", 1)
     return demo
 
 
@@ -227,6 +228,19 @@ def test_run_demo_writes_paired_results_figure_and_runs(small_demo, tmp_path):
 
 def test_bench_quality_rows_are_paired_with_one_base_and_resume(small_demo, tmp_path):
     check_bench_resumes(small_demo.bench_quality, tmp_path / "bench")
+
+
+def test_rm_grpo_arm_fits_its_reward_on_the_dpo_pairs_only_and_is_compared_with_dpo(small_demo, tmp_path):
+    out = tmp_path / "bench"
+    result = small_demo.bench_quality(out, seeds=[0], steps=1, arms=["dpo", "rm_grpo"], setting="heldout_prompts")
+    rows = {r["objective"]: r for r in result["rows"]}
+    info = json.loads((out / "runs-heldout_prompts" / "rm_grpo-0-reward" / "reward.json").read_text())
+    assert info["data"]["pairs"] == str(out / "data" / "base-feedback" / "pairs" / "pairs.jsonl")
+    assert not info["data"].get("ratings") and set(info["metrics"]["train"]) == {"pairs"}  # never the ratings
+    assert info["encoder"] == str(out / "encoder")
+    assert rows["rm_grpo"]["reward_heldout_pair_accuracy"] == info["metrics"]["heldout"]["pairs"]["accuracy"]
+    summary = {s["objective"]: s for s in result["summary"]}
+    assert summary["rm_grpo"]["heldout_diff_vs_dpo"] == pytest.approx(rows["rm_grpo"]["heldout_accuracy"] - rows["dpo"]["heldout_accuracy"])
 
 
 def test_recipe_overrides_are_python_values():

@@ -127,3 +127,13 @@ def test_proportion_and_mean_rows():
     assert (row["value"], row["n"]) == (0.5, 4) and row["ci95"] == list(stats.wilson_ci(2, 4))
     row = stats.mean_row("base", "score", np.array([1.0, 1.0, 1.0]))
     assert row["value"] == 1.0 and row["ci95"] == [1.0, 1.0]
+
+
+def test_mean_pairwise_distance_averages_each_prompts_pair_distances():
+    emb = np.array([[0.0, 0.0], [3.0, 4.0], [0.0, 8.0], [1.0, 1.0], [1.0, 2.0], [9.0, 9.0]])
+    groups = ["a", "a", "a", "b", "b", "c"]  # c has one sample: no pair, left out
+    a = (5.0 + 8.0 + 5.0) / 3  # |e0 - e1|, |e0 - e2|, |e1 - e2| = |(3, -4)|
+    assert stats.mean_pairwise_distance(emb, groups) == pytest.approx((a + 1.0) / 2)
+    assert stats.mean_pairwise_distance(emb[:1], ["a"]) is None
+    with pytest.raises(ValueError, match="N group ids"):
+        stats.mean_pairwise_distance(emb, groups[:2])

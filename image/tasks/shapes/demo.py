@@ -26,6 +26,7 @@ import torch
 from genpref import stats
 from genpref.demo import BenchSetup, DemoEval, DemoSetup, run_bench, run_part_demo
 from image.tasks import shapes
+from image.tasks.shapes.encoder import EPOCHS as ENCODER_EPOCHS
 from image.tasks.shapes.encoder import train_encoder
 
 REPO = Path(__file__).resolve().parents[3]
@@ -262,6 +263,23 @@ def _evaluate_cached(path: Path, weights: Path, work: Path, prompts: list[str], 
     return result
 
 
+def diversity_columns(path: Path, weights: Path, work: Path, encoder: Path, prompts: list[str], seed: int) -> dict:
+    """heldout_diversity: the mean pairwise distance of the L2-normalised image embeddings of the held-out
+    samples (the evaluation's prompts and noise) of each prompt, in the shapes CLIP (genpref.stats); cached."""
+    import json
+
+    if path.is_file():
+        return json.loads(path.read_text())
+    from image.learned_reward import ClipEncoder
+
+    _, images = evaluate(load_model(weights, work), prompts, seed)
+    emb = torch.nn.functional.normalize(ClipEncoder.load(encoder, "shapes encoder").embed_images(images), dim=-1)
+    row = {"heldout_diversity": stats.mean_pairwise_distance(emb.numpy(), prompts)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(row))
+    return row
+
+
 def bench_setup(out_dir: Path, setting: str) -> BenchSetup:
     """The shapes benchmark (genpref.demo.run_bench): data, base, the base's feedback data and its
     evaluation on held-out and training prompts, with one shared set of initial noise."""
@@ -270,7 +288,7 @@ def bench_setup(out_dir: Path, setting: str) -> BenchSetup:
     prompts_file = data["prompts"] if setting == "train_prompts" else data["all_prompts"]
     base = base_weights(out_dir)
     feedback = write_base_feedback(out_dir / "data", base)
-    encoder = train_encoder(out_dir / "encoder", data["experts"])  # the learned reward's frozen CLIP (rm_grpo)
+    encoder = train_encoder(out_dir / "encoder", data["experts"], epochs=ENCODER_EPOCHS)  # the learned reward's frozen CLIP (rm_grpo)
     eval_seed = 777  # one noise set for every arm and seed: every comparison with the base is paired
     splits = {"heldout": eval_prompts(shapes.heldout_combos(), EVAL["per_prompt"]),
               "train": eval_prompts(shapes.train_combos(), TRAIN_PER_PROMPT)}
@@ -291,15 +309,26 @@ def bench_setup(out_dir: Path, setting: str) -> BenchSetup:
                                  prompts, eval_seed)
             b = base_eval[split]
             row.update(stats.versus_base(split, r["all"], b["all"], r["score"], b["score"], seed))
+        return {**row, **diversity(f"{arm}{tag}-{seed}", run / "final")}
+
+    def diversity(name: str, weights: Path) -> dict:
+        return diversity_columns(evals / f"{name}-diversity.json", weights, out_dir / "eval-cache", encoder,
+                                 splits["heldout"], eval_seed)
+
+    def reuse(row: dict, arm: str, seed: int, run: Path) -> dict:
+        if "heldout_diversity" not in row and (run / "final").is_dir():  # rows from before the diversity column
+            tag = "" if setting == "train_prompts" else f"-{setting}"
+            row = {**row, **diversity(f"{arm}{tag}-{seed}", run / "final")}
         return row
 
     def base_row() -> dict:
         return {"objective": "base", "seed": None,
                 **{f"{s}_accuracy": float(base_eval[s]["all"].mean()) for s in base_eval},
-                **{f"{s}_attribute_score": float(base_eval[s]["score"].mean()) for s in base_eval}}
+                **{f"{s}_attribute_score": float(base_eval[s]["score"].mean()) for s in base_eval},
+                **diversity("base", base)}
 
     return BenchSetup(overrides, train_arm, score, base_row,
-                      {**EVAL, "train_per_prompt": TRAIN_PER_PROMPT, "noise_seed": eval_seed}, base)
+                      {**EVAL, "train_per_prompt": TRAIN_PER_PROMPT, "noise_seed": eval_seed}, base, reuse)
 
 
 def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, arms: Sequence[str] | None = None,
@@ -311,8 +340,8 @@ def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, 
 
 
 SUMMARY_METRICS = ("heldout_accuracy", "heldout_diff_vs_base", "heldout_diff_vs_sft", "heldout_attribute_score",
-                   "heldout_win_rate_vs_base", "train_accuracy", "train_diff_vs_base", "train_diff_vs_sft", "train_s",
-                   "generated_samples")
+                   "heldout_win_rate_vs_base", "heldout_diversity", "train_accuracy", "train_diff_vs_base",
+                   "train_diff_vs_sft", "reward_heldout_pair_accuracy", "train_s", "generated_samples")
 
 
 if __name__ == "__main__":

@@ -76,7 +76,8 @@ def train_encoder(out_dir: str | Path, experts_dir: str | Path, *, seed: int = 0
     caption_row = torch.tensor([unique.index(c) for c in captions])
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01)
     steps = epochs * -(-len(images) // BATCH)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LR, total_steps=steps, pct_start=0.1)
+    # at least 20 scheduled steps: with fewer (a one-epoch test) OneCycle's warm-up phase is empty and it divides by 0
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LR, total_steps=max(steps, 20), pct_start=0.1)
     generator = torch.Generator().manual_seed(seed)
     model.train()
     with tqdm(total=steps, desc="shapes encoder", disable=not progress, dynamic_ncols=True) as bar:

@@ -311,6 +311,27 @@ def t2m_metrics(checkpoint: Path, data_root: Path, evaluator: Path, cache: Path,
     return out
 
 
+def diversity_columns(checkpoint: Path, data_root: Path, evaluator: Path, cache: Path, noise_seed: int) -> dict:
+    """heldout_diversity and heldout_multimodality: Diversity (300 random pairs) and MultiModality (10 pairs
+    per combination, its 40 captions as the repeats) of the T2M evaluator's embeddings of the held-out
+    samples (the evaluation's captions and noise); cached as JSON."""
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    from motion.metrics import diversity, multimodality
+    from motion.rewards import T2MReward
+
+    texts, _ = eval_prompts(moves.HELD_OUT, EVAL["per_combo"], noise_seed)
+    motions = sample(load_model(checkpoint, data_root), texts, [EVAL["frames"]] * len(texts), noise_seed)
+    emb = T2MReward.load(evaluator, [data_root / "glove"]).embed_motions(motions).numpy()
+    rng = np.random.default_rng([noise_seed, 53])
+    per = EVAL["per_combo"]  # the T2M protocol's 300 and 10 pairs; fewer only for an evaluation smaller than that
+    out = {"heldout_diversity": diversity(emb, min(300, len(emb) - 1), rng),
+           "heldout_multimodality": multimodality(emb.reshape(len(moves.HELD_OUT), per, -1), min(10, per - 1), rng)}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(out))
+    return out
+
+
 def bench_setup(out_dir: Path, setting: str) -> BenchSetup:
     """The moves benchmark (genpref.demo.run_bench): data, base and evaluator, the base's feedback data and
     its evaluation on held-out and training combinations, with one shared set of initial noise."""
@@ -337,17 +358,22 @@ def bench_setup(out_dir: Path, setting: str) -> BenchSetup:
         for split in ("heldout", "train"):
             row.update(stats.versus_base(split, r[f"{split}_all"], base_eval[f"{split}_all"], r[f"{split}_score"],
                                          base_eval[f"{split}_score"], seed))  # fmt: skip
-        return row
+        return {**row, **diversity_columns(model, data_root, evaluator, evals / f"{arm}{tag}-{seed}-diversity.json", noise_seed)}
 
     def reuse(row: dict, arm: str, seed: int, run: Path) -> dict:
         if "test_fid" not in row and (run / "final" / "model.pt").is_file():  # rows from before the T2M columns
             row = {**row, **t2m_metrics(run / "final" / "model.pt", data_root, evaluator, evals / f"{arm}-{seed}-t2m.json")}
+        if "heldout_diversity" not in row and (run / "final" / "model.pt").is_file():  # rows from before the diversity columns
+            tag = "" if setting == "train_prompts" else f"-{setting}"
+            row = {**row, **diversity_columns(run / "final" / "model.pt", data_root, evaluator,
+                                              evals / f"{arm}{tag}-{seed}-diversity.json", noise_seed)}
         return row
 
     def base_row() -> dict:
         return {"objective": "base", "seed": None,
                 **{f"{s}_accuracy": float(base_eval[f"{s}_all"].mean()) for s in ("heldout", "train")},
-                **t2m_metrics(base, data_root, evaluator, evals / "base-t2m.json")}  # fmt: skip
+                **t2m_metrics(base, data_root, evaluator, evals / "base-t2m.json"),
+                **diversity_columns(base, data_root, evaluator, evals / "base-diversity.json", noise_seed)}  # fmt: skip
 
     return BenchSetup(overrides, train_arm, score, base_row, {**EVAL, "noise_seed": noise_seed}, base, reuse)
 
@@ -361,8 +387,9 @@ def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, 
 
 
 SUMMARY_METRICS = ("heldout_accuracy", "heldout_diff_vs_base", "heldout_diff_vs_sft", "heldout_attribute_score",
-                   "heldout_win_rate_vs_base", "train_accuracy", "train_diff_vs_base", "train_diff_vs_sft",
-                   "test_r_precision_top1", "test_mm_dist", "test_fid", "train_s", "generated_samples")
+                   "heldout_win_rate_vs_base", "heldout_diversity", "heldout_multimodality", "train_accuracy",
+                   "train_diff_vs_base", "train_diff_vs_sft", "test_r_precision_top1", "test_mm_dist", "test_fid",
+                   "reward_heldout_pair_accuracy", "train_s", "generated_samples")
 
 
 def all_prompts(data_root: Path, path: Path) -> Path:
