@@ -159,3 +159,13 @@ def test_nft_on_motion_refits_with_every_key(tmp_path):
     assert cache.is_file()  # embedded again, under the same key
     row = read_metrics(out)[-1]
     assert row["refits"] == 1.0 and row["refit_pairs"] >= 1 and math.isfinite(row["refit_loss_after"]) and math.isfinite(row["loss"])
+
+
+def test_a_reward_fitted_without_pairs_cannot_be_refitted(image_reward, tmp_path):
+    from genpref.errors import UserError
+    from genpref.refit import pair_embeddings
+
+    info = json.loads((image_reward / "reward.json").read_text())
+    info["data"]["pairs"] = None
+    with pytest.raises(UserError, match=r"reward.refit_every: reward.models\[0\].path .* was fitted without pairs"):
+        pair_embeddings(load_config(IMAGE), info, image_reward, "reward.models[0].path")
