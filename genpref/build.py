@@ -196,12 +196,31 @@ def check(cfg: Config) -> None:
     elif cfg.model.kind not in ("toy",) and getattr(cfg.data, data_key) is None and cfg.data.root is None:
         raise ConfigError(f"objective '{cfg.objective.name}' reads {role}: set 'data.{data_key}' (or 'data.root' for motion)")
     check_needs(cfg)
+    check_refit(cfg)
     check_precompute_reference(cfg)
     for key in ("pairs", "experts", "ratings", "prompts", "root"):
         value = getattr(cfg.data, key)
         synthetic = value is not None and "://" in value  # e.g. tiny://experts: written by its task (genpref.registry)
         if value is not None and not synthetic and not any(ch in value for ch in "*?") and not Path(value).exists():
             raise ConfigError(f"'data.{key}': {value} does not exist")
+
+
+REWARD_SOURCES = ("group_rollouts", "sopo_online", "ai_feedback")  # score the policy's own samples with reward.models
+
+
+def check_refit(cfg: Config) -> None:
+    """reward.refit_every: one `learned` reward, scoring the samples of an online objective."""
+    if not cfg.reward.refit_every:
+        return
+    learned = [i for i, s in enumerate(cfg.reward.models) if s.name == "learned"]
+    if len(learned) != 1:
+        raise ConfigError(f"'reward.refit_every' refits one learned reward; reward.models holds {len(learned)} entries named "
+                          "learned: add exactly one {name: learned, path: DIR} (see `genpref reward train`)")
+    name = source_name(cfg)
+    if name not in REWARD_SOURCES or (name == "ai_feedback" and cfg.online.annotator != "reward"):
+        raise ConfigError(f"'reward.refit_every' refits the reward that scores the policy's samples, but objective "
+                          f"'{cfg.objective.name}' with data.source={name} scores none; use grpo, nft, rft, sopo or "
+                          "data.source=ai_feedback with online.annotator=reward, or set reward.refit_every=0")
 
 
 OFFLINE_SOURCES = ("offline_pairs", "experts", "ratings")  # samples and (t, ε) fixed by the data: reference precomputable

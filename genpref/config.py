@@ -140,6 +140,12 @@ class RewardConfig:
     models: list[RewardSpec] = field(default_factory=list)  # annotators; several = an ensemble
     normalize: str = "none"  # none | zscore (standardise each model's scores over the batch first)
     holdout: list[RewardSpec] = field(default_factory=list)  # online RL: a second reward / verifier scored on the same samples, never trained on (reward-hacking guard)
+    # inverse alignment (genpref.refit): refit the `learned` head on the offline pairs nearest the policy's samples
+    refit_every: int = 0  # refit every N optimizer steps (0 = off)
+    refit_fraction: float = 0.25  # keep this fraction of the reward's training pairs: those nearest the policy
+    refit_samples: int = 16  # samples drawn from the rollout copy per refit (all ranks together)
+    refit_steps: int = 20  # AdamW steps of the head per refit, mini-batches of reward_train.batch_size
+    refit_lr: float = 1.0e-4  # the refit's AdamW learning rate (weight decay: reward_train.weight_decay)
 
 
 @dataclass
@@ -390,6 +396,11 @@ RANGES = {
     "select.fraction": FRACTION,
     "reward.models.weight": ANY,
     "reward.holdout.weight": ANY,
+    "reward.refit_every": COUNT,
+    "reward.refit_fraction": FRACTION,
+    "reward.refit_samples": AT_LEAST_1,
+    "reward.refit_steps": AT_LEAST_1,
+    "reward.refit_lr": POSITIVE,
     "train.max_steps": AT_LEAST_1,
     "train.batch_size": AT_LEAST_1,
     "train.grad_accum": AT_LEAST_1,

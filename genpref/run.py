@@ -149,6 +149,9 @@ def build_run(cfg: Config) -> Run:
     )
     # Stepped by hand once per optimizer step (accelerate's wrapper steps it once per process).
     lr_scheduler = get_scheduler(t.lr_scheduler, optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=t.max_steps)
+    from genpref.refit import build_refit
+
+    reward_refit = build_refit(cfg, reward, adapter, source, rollout, accelerator)
     ema = None
     if t.ema_decay is not None:
         from diffusers.training_utils import EMAModel
@@ -162,7 +165,7 @@ def build_run(cfg: Config) -> Run:
         rl_guard=RLGuard(t.collapse_action, t.collapse_window), rollout=rollout, scaler=accelerator.scaler, source=source,
         accelerator=accelerator, run_dir=Path(t.output_dir), lr=t.lr, keep=t.keep_checkpoints,
         # FSDP / DeepSpeed shard weights and optimizer state: accelerate saves those (not exercised on CPU)
-        sharded=accelerator.distributed_type.value in ("FSDP", "DEEPSPEED"),
+        sharded=accelerator.distributed_type.value in ("FSDP", "DEEPSPEED"), reward_refit=reward_refit,
     )
     return Run(cfg, accelerator, Path(t.output_dir), resume_from, adapter, plain, objective, params, own,
                BadLossGuard(t.max_bad_steps), state)

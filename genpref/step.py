@@ -80,7 +80,10 @@ def optimizer_step(run: Run, step: int) -> tuple[dict[str, float], float]:
     else:
         warnings.warn(f"step {step}: non-finite loss, step skipped", stacklevel=1)
     run.state.optimizer.zero_grad(set_to_none=True)
-    run.state.source.after_optimizer_step(step)
+    run.state.source.after_optimizer_step(step)  # syncs the rollout copy first: the refit samples from it
+    if run.state.reward_refit is not None:
+        with run.unwrapped():
+            sums.update(run.state.reward_refit.after_optimizer_step(step))
     keys = sorted(sums)
     acc = run.accelerator
     reduced = acc.reduce(torch.tensor([sums[k] for k in keys], device=acc.device), "mean").tolist()

@@ -119,7 +119,8 @@ def finish(run: Run) -> None:
     """Check that the ranks agree, then (main process) write final/ — the EMA weights when train.ema_decay is
     set — with samples and the model card."""
     ema, params = run.state.ema, run.params
-    check_ranks_in_sync(run.accelerator, params, run.dir)
+    refit = run.state.reward_refit  # a refitted reward head must agree across ranks as well
+    check_ranks_in_sync(run.accelerator, params + (list(refit.head.parameters()) if refit else []), run.dir)
     if not run.main:
         return
     with run.unwrapped():

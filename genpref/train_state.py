@@ -74,8 +74,9 @@ class TrainState:
     keep: int = 1  # train.keep_checkpoints
     sharded: bool = False
     rng: RNGState = field(default_factory=RNGState)
+    reward_refit: Stateful | None = None  # RewardRefit (reward.refit_every): the learned reward's head and its AdamW
 
-    SHARED = ("optimizer", "lr_scheduler", "ema", "collapse", "rl_guard", "rollout", "scaler")  # state.pt
+    SHARED = ("optimizer", "lr_scheduler", "ema", "collapse", "rl_guard", "rollout", "scaler", "reward_refit")  # state.pt
     PER_RANK = ("source", "rng")  # rank-R.pt
 
     def parts(self) -> dict[str, Stateful]:

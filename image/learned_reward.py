@@ -67,6 +67,10 @@ class LearnedImageReward:
     def __init__(self, encoder: ClipEncoder, head):
         self.encoder, self.head = encoder, head
 
+    def embed_samples(self, samples: Sequence) -> Tensor:
+        """[B, D] image embeddings, as the head sees them before normalisation (genpref.refit ranks pairs by them)."""
+        return self.encoder.embed_images(samples)
+
     @torch.no_grad()
     def score(self, samples: Sequence, prompts: Sequence[str]) -> Tensor:
         if len(samples) != len(prompts):

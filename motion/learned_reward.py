@@ -43,6 +43,10 @@ class LearnedMotionReward:
     def __init__(self, encoder: T2MReward, head):
         self.encoder, self.head = encoder, head
 
+    def embed_samples(self, samples: Sequence[np.ndarray]) -> Tensor:
+        """[B, D] motion embeddings, as the head sees them before normalisation (genpref.refit ranks pairs by them)."""
+        return embed_motions(self.encoder, samples)
+
     @torch.no_grad()
     def score(self, samples: Sequence[np.ndarray], prompts: Sequence[str]) -> Tensor:
         if len(samples) != len(prompts):
