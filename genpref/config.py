@@ -91,7 +91,7 @@ class ObjectiveConfig:
     z_ref: float = 0.0  # kto: reference point
     w_desirable: float = 1.0  # kto: weight of desirable samples
     w_undesirable: float = 1.0  # kto: weight of undesirable samples
-    kl_weight: float = 0.0  # + λ·‖pred_θ − pred_ref‖² on the policy's own online samples (HyPO); grpo: λ·KL of each step's Gaussians
+    kl_weight: float = 0.0  # + λ·‖pred_θ − pred_ref‖² on the policy's own online samples (HyPO); grpo: λ·KL of each step's Gaussians; nft: λ·‖pred_θ − pred_ref‖² on its noised samples
     clip_range: float = 1e-4  # grpo: PPO ratio clip ε (DDPO / Flow-GRPO: 1e-4)
     group_norm: bool = True  # grpo/nft: standardise rewards within each prompt's group (false: DDPO's per-prompt running stats)
     std_floor: float = 1e-4  # grpo/nft: advantages divide by max(std, std_floor)

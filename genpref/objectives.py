@@ -258,13 +258,14 @@ class NFT:
     beta: float = 1.0
     adv_clip: float | None = 5.0
     sft_weight: float = 0.0
+    kl_weight: float = 0.0  # + λ·‖pred_θ − pred_ref‖² on the same noised samples (branch "kl")
 
     needs = NEEDS["nft"]
-    needs_reference = needs.reference
+    needs_reference = needs.reference  # the "kl" branch's target is the reference prediction: run without ref errors
 
     @property
     def branches(self) -> tuple[str, ...]:
-        return ("pos", "neg", "w") if self.sft_weight else ("pos", "neg")
+        return ("pos", "neg") + ("w",) * bool(self.sft_weight) + ("kl",) * bool(self.kl_weight)
 
     def __call__(self, err: Errors, ref: Errors, extras: dict) -> tuple[Tensor, Metrics]:
         adv = extras["advantage"]
@@ -272,6 +273,9 @@ class NFT:
         r = (0.5 + 0.5 * adv / scale).clamp(0.0, 1.0)
         loss = losses.nft_loss(err["pos"], err["neg"], r, self.beta)
         metrics = {"policy_loss": loss.mean(), "optimality": r.mean(), "e_pos": err["pos"].mean(), "e_neg": err["neg"].mean()}
+        if self.kl_weight:  # a learned reward is exploitable: stay near the reference (KL-regularised RL)
+            loss = loss + self.kl_weight * err["kl"]
+            metrics["kl"] = err["kl"].mean()
         return _with_anchor(loss, metrics, err, ref, self.sft_weight)
 
 
@@ -324,7 +328,7 @@ FROM_CONFIG = {
     "kto": lambda c, source: KTO(_beta(c), c.z_ref, c.w_desirable, c.w_undesirable, c.sft_weight),
     "direct_reward": _direct_reward,
     "grpo": lambda c, source: GRPO(c.clip_range, c.kl_weight, c.sft_weight),
-    "nft": lambda c, source: NFT(c.nft_beta, c.adv_clip, c.sft_weight),
+    "nft": lambda c, source: NFT(c.nft_beta, c.adv_clip, c.sft_weight, c.kl_weight),
     "rft": lambda c, source: RFT(c.sft_weight),
 }
 

@@ -272,7 +272,10 @@ class GroupRollouts(_Refilling):
         with torch.no_grad(), ctx.rollout.active():
             old = ctx.adapter.predict(plain.x_t, plain.t, batch).float()
         pos, neg = nft_targets(plain.target, old, ctx.cfg.objective.nft_beta)
-        return {"pos": Branch(plain.x_t, t, pos, batch), "neg": Branch(plain.x_t, t, neg, batch)}
+        out = {"pos": Branch(plain.x_t, t, pos, batch), "neg": Branch(plain.x_t, t, neg, batch)}
+        if ctx.cfg.objective.kl_weight:  # the same inputs: the policy's forward is shared (genpref.forward)
+            out["kl"] = Branch(plain.x_t, t, None, batch)
+        return out
 
     def _expert_branch(self, b: int) -> Branch:
         ctx = self.ctx

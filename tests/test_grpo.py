@@ -123,6 +123,18 @@ def test_nft_trains_and_its_targets_give_the_papers_loss():
     assert loss.tolist() == pytest.approx([1.0, 0.25 + 0.75 * 3])
 
 
+def test_nft_kl_weight_adds_the_distance_to_the_reference_prediction(tmp_path):
+    err = {"pos": torch.tensor([1.0, 1.0]), "neg": torch.tensor([3.0, 3.0]), "kl": torch.tensor([0.5, 2.0])}
+    loss, m = NFT(beta=1.0, adv_clip=2.0, kl_weight=0.1)(err, {}, {"advantage": torch.tensor([2.0, -1.0])})
+    assert loss.tolist() == pytest.approx([1.0 + 0.05, 0.25 + 0.75 * 3 + 0.2]) and m["kl"].item() == pytest.approx(1.25)
+    assert NFT(kl_weight=0.1).branches == ("pos", "neg", "kl") and NFT(sft_weight=1.0).branches == ("pos", "neg", "w")
+    # in a run: the policy starts as the reference (kl 0), then moves away from it
+    train(toy_grpo(tmp_path / "kl", "train.max_steps=3", "train.checkpoint_every=0", "objective.name=nft",
+                   "online.rollout_ema=0.5", "objective.kl_weight=1.0"))
+    kl = [r["kl"] for r in read_metrics(tmp_path / "kl")]
+    assert kl[0] == 0.0 and kl[-1] > 0.0
+
+
 @pytest.mark.parametrize("objective", ["grpo", "nft"])
 def test_online_rl_trains_on_the_toy_task(tmp_path, objective):
     extra = ["objective.name=nft", "online.rollout_ema=0.5"] if objective == "nft" else []
