@@ -91,6 +91,7 @@ CHOICES = {
     "online.annotator": ("reward", "implicit"),
     "label.pairs": ("all", "best_vs_rest", "best_vs_worst"),
     "label.ties": ("drop", "half"),
+    "reward_train.init": ("random", "similarity"),
     "label.rating": ("minmax", "score", "threshold", "quantile"),
     "label.embedding": ("auto", "raw"),
 }

@@ -308,6 +308,22 @@ def learned_reward_columns(run_dir: Path) -> dict:
             "reward_heldout_ece": held["ece"], "reward_heldout_pairs": held["pairs"]}
 
 
+def learned_reward_agreement(run_dir: Path, samples: Sequence, prompts: Sequence[str], truth, groups) -> dict:
+    """The arm's learned reward (none for other arms) against the exact verifier on the base model's samples
+    of the held-out combinations, which no reward fit saw: over every pair of one combination's samples
+    that the verifier orders, how often the reward orders them alike (genpref.stats.pair_agreement; the
+    verifier itself scores 1)."""
+    from genpref import learned_reward, stats
+
+    directory = reward_dir(run_dir)
+    if not (directory / learned_reward.INFO_FILE).is_file():
+        return {}
+    head, info = learned_reward.load(directory, str(directory))
+    scorer = importlib.import_module(learned_reward.MODALITIES[info["modality"]]).build_scorer(info, head, str(directory), "cpu")
+    agreement, pairs = stats.pair_agreement(scorer.score(list(samples), list(prompts)).numpy(), truth, groups)
+    return {"reward_heldout_combo_agreement": agreement, "reward_heldout_combo_pairs": pairs}
+
+
 # ---------------------------------------------------------------------------------------------- the bench loop
 
 

@@ -111,7 +111,7 @@ def load(directory: str | Path, key: str):
         raise UserError(f"{key}: {info_file} is not a genpref learned reward (format {FORMAT})")
     if info.get("modality") not in MODALITIES:
         raise UserError(f"{key}: {info_file}: modality {info.get('modality')!r}; valid: {', '.join(MODALITIES)}")
-    head = RewardHead(int(info["in_features"]), int(info["hidden"]))
+    head = RewardHead(int(info["in_features"]), int(info["hidden"]), prior=info.get("init") == "similarity")
     try:
         head.load_state_dict(load_weights(directory / HEAD_FILE, "reward head"))
     except RuntimeError as err:
@@ -220,14 +220,14 @@ def train(cfg: Config, say=print) -> Path:
                                       holdout=rt.holdout, patience=rt.patience, seed=cfg.train.seed)
     in_features = (pairs.w if pairs is not None else ratings.x).shape[1]
     torch.manual_seed(cfg.train.seed)
-    head = reward_fit.RewardHead(in_features, rt.hidden)
+    head = reward_fit.RewardHead(in_features, rt.hidden, prior=rt.init == "similarity")
     with tqdm(total=rt.epochs, desc="reward train", dynamic_ncols=True) as bar:
         def on_epoch(h):
             bar.update(1)
             bar.set_postfix(train=f"{h['train_loss']:.4f}", heldout=f"{h['heldout_loss']:.4f}")
         result = reward_fit.fit(head, pairs, ratings, settings, on_epoch)
     info.update({
-        "format": FORMAT, "modality": name, "in_features": in_features, "hidden": rt.hidden,
+        "format": FORMAT, "modality": name, "in_features": in_features, "hidden": rt.hidden, "init": rt.init,
         "features": "[s, t, s*t] of L2-normalised sample and text embeddings",
         "settings": vars(settings), "seed": cfg.train.seed, "best_epoch": result.best_epoch,
         "metrics": result.metrics, "history": [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in h.items()}

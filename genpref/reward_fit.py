@@ -53,17 +53,34 @@ def features(sample_emb: Tensor, text_emb: Tensor | None = None) -> Tensor:
     return torch.cat([s, t, s * t], dim=-1)
 
 
-class RewardHead(nn.Module):
-    """r = MLP(features) -> [B]: one hidden GELU layer of `hidden` units, or a linear map when hidden = 0."""
+PRIOR_SCALE = 10.0  # initial τ of the similarity prior: a cosine gap of 0.1 is a preference logit of 1
 
-    def __init__(self, in_features: int, hidden: int = 256):
+
+class RewardHead(nn.Module):
+    """r = MLP(features) -> [B]: one hidden GELU layer of `hidden` units, or a linear map when hidden = 0.
+
+    With `prior`, r = τ·cos(s, t) + MLP(features): the encoder's zero-shot sample–text similarity (the sum of
+    the s·t block of [s, t, s·t]) with a learned scale τ, plus a correction that starts at 0 (last layer
+    zero-initialised). The fit then starts from what the encoder already knows instead of from noise, which
+    matters when the pairs are few (PickScore likewise starts from CLIP's similarity)."""
+
+    def __init__(self, in_features: int, hidden: int = 256, prior: bool = False):
         super().__init__()
-        self.in_features, self.hidden = in_features, hidden
+        if prior and in_features % 3:
+            raise ValueError(f"RewardHead: the similarity prior needs [s, t, s·t] features (3·D wide), got {in_features}")
+        self.in_features, self.hidden, self.prior = in_features, hidden, prior
         layers = [nn.Linear(in_features, 1)] if hidden == 0 else [nn.Linear(in_features, hidden), nn.GELU(), nn.Linear(hidden, 1)]
         self.net = nn.Sequential(*layers)
+        if prior:
+            nn.init.zeros_(layers[-1].weight)
+            nn.init.zeros_(layers[-1].bias)
+            self.prior_scale = nn.Parameter(torch.tensor(PRIOR_SCALE))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x).squeeze(-1)
+        r = self.net(x).squeeze(-1)
+        if self.prior:
+            r = r + self.prior_scale * x[:, 2 * self.in_features // 3:].sum(-1)
+        return r
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -210,7 +227,7 @@ def _batches(n: int, steps: int, batch_size: int, generator: torch.Generator) ->
 def fit(head: nn.Module, pairs: PairData | None, ratings: RatingData | None, settings: FitSettings,
         on_epoch: Callable[[dict], None] | None = None) -> FitResult:
     """Fit `head` in place on pairs and/or ratings; keeps the weights of the epoch with the lowest held-out
-    loss (the last epoch when nothing is held out)."""
+    loss, the initial weights (epoch 0) included (the last epoch when nothing is held out)."""
     held = heldout_groups(torch.cat([d.group for d in (pairs, ratings) if d is not None]), settings.holdout, settings.seed)
     (train_p, held_p), (train_r, held_r) = split(pairs, held), split(ratings, held)
     has_heldout = bool((held_p and len(held_p)) or (held_r and len(held_r)))
@@ -221,6 +238,10 @@ def fit(head: nn.Module, pairs: PairData | None, ratings: RatingData | None, set
     generator = torch.Generator().manual_seed(settings.seed)
     steps = math.ceil(max(n_p, n_r) / settings.batch_size)
     best, best_epoch, since_best, history = math.inf, 0, 0, []
+    if has_heldout:  # epoch 0 competes too: a head that starts from a prior may already be at its best
+        head.eval()
+        with torch.no_grad():
+            best = _loss(head, held_p, held_r).item()
     best_state = copy.deepcopy(head.state_dict())
     for epoch in range(1, settings.epochs + 1):
         head.train()

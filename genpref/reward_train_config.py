@@ -10,6 +10,7 @@ from dataclasses import dataclass
 class RewardTrainConfig:
     encoder: str | None = None  # frozen encoder: a local CLIP-format directory (images) | a T2M evaluator run dir or finest.tar (motion)
     hidden: int = 256  # hidden units of the head on [s, t, s·t] (0 = a linear head)
+    init: str = "random"  # random | similarity: start from the encoder's zero-shot sample–text similarity (few pairs)
     epochs: int = 20  # passes over the training pairs / ratings
     lr: float = 1e-3  # AdamW learning rate of the head
     weight_decay: float = 0.01  # AdamW weight decay of the head

@@ -186,3 +186,17 @@ def mean_pairwise_distance(emb: np.ndarray, groups: Sequence) -> float | None:
         d = np.sqrt(np.maximum(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1), 0.0))
         means.append(d[np.triu_indices(len(x), 1)].mean())
     return float(np.mean(means)) if means else None
+
+
+def pair_agreement(reward: np.ndarray, truth: np.ndarray, groups: Sequence) -> tuple[float | None, int]:
+    """How often `reward` orders two samples of the same group as `truth` (e.g. the exact verifier) does:
+    over every pair with truth_i > truth_j, the fraction with reward_i > reward_j (equal rewards count half).
+    Returns (agreement or None without such pairs, number of pairs)."""
+    reward, truth, groups = np.asarray(reward, dtype=np.float64), np.asarray(truth, dtype=np.float64), np.asarray(groups)
+    hits, n = 0.0, 0
+    for g in dict.fromkeys(groups.tolist()):
+        r, v = reward[groups == g], truth[groups == g]
+        ordered = v[:, None] > v[None, :]
+        hits += ((r[:, None] > r[None, :]) + 0.5 * (r[:, None] == r[None, :]))[ordered].sum()
+        n += int(ordered.sum())
+    return (hits / n if n else None), n

@@ -239,6 +239,8 @@ def test_rm_grpo_arm_fits_its_reward_on_the_dpo_pairs_only_and_is_compared_with_
     assert not info["data"].get("ratings") and set(info["metrics"]["train"]) == {"pairs"}  # never the ratings
     assert info["encoder"] == str(out / "encoder")
     assert rows["rm_grpo"]["reward_heldout_pair_accuracy"] == info["metrics"]["heldout"]["pairs"]["accuracy"]
+    assert "reward_heldout_combo_agreement" in rows["rm_grpo"] and "reward_heldout_combo_agreement" not in rows["dpo"]
+    assert rows["rm_grpo"]["heldout_diversity"] is None  # one sample per prompt in this small evaluation
     summary = {s["objective"]: s for s in result["summary"]}
     assert summary["rm_grpo"]["heldout_diff_vs_dpo"] == pytest.approx(rows["rm_grpo"]["heldout_accuracy"] - rows["dpo"]["heldout_accuracy"])
 

@@ -137,3 +137,13 @@ def test_mean_pairwise_distance_averages_each_prompts_pair_distances():
     assert stats.mean_pairwise_distance(emb[:1], ["a"]) is None
     with pytest.raises(ValueError, match="N group ids"):
         stats.mean_pairwise_distance(emb, groups[:2])
+
+
+def test_pair_agreement_counts_the_truths_ordered_pairs_within_groups():
+    truth = [1.0, 0.5, 0.0, 1.0, 1.0, 0.0]
+    reward = [3.0, 1.0, 2.0, 0.0, 5.0, 5.0]
+    groups = ["a", "a", "a", "b", "b", "b"]
+    # a: (0>1) yes, (0>2) yes, (1>2) no; b: (3>5) no, (4>5) tie = half; 3 vs 4 equal truth: not a pair
+    assert stats.pair_agreement(reward, truth, groups)[0] == pytest.approx(((2 + 0) + (0 + 0.5)) / 5)
+    assert stats.pair_agreement(reward, truth, groups)[1] == 5
+    assert stats.pair_agreement([1.0, 2.0], [1.0, 1.0], ["a", "a"]) == (None, 0)

@@ -24,7 +24,15 @@ import numpy as np
 import torch
 
 from genpref import stats
-from genpref.demo import BenchSetup, DemoEval, DemoSetup, run_bench, run_part_demo
+from genpref.demo import (
+    BenchSetup,
+    DemoEval,
+    DemoSetup,
+    learned_reward_agreement,
+    reward_dir,
+    run_bench,
+    run_part_demo,
+)
 from image.tasks import shapes
 from image.tasks.shapes.encoder import EPOCHS as ENCODER_EPOCHS
 from image.tasks.shapes.encoder import train_encoder
@@ -309,7 +317,17 @@ def bench_setup(out_dir: Path, setting: str) -> BenchSetup:
                                  prompts, eval_seed)
             b = base_eval[split]
             row.update(stats.versus_base(split, r["all"], b["all"], r["score"], b["score"], seed))
-        return {**row, **diversity(f"{arm}{tag}-{seed}", run / "final")}
+        return {**row, **diversity(f"{arm}{tag}-{seed}", run / "final"), **reward_agreement(run)}
+
+    base_images: list = []  # the base's held-out samples, made on first use (learned-reward arms only)
+
+    def reward_agreement(run: Path) -> dict:
+        if not (reward_dir(run) / "reward.json").is_file():
+            return {}
+        if not base_images:
+            base_images.extend(evaluate(load_model(base, out_dir / "eval-cache"), splits["heldout"], eval_seed)[1])
+        prompts = splits["heldout"]
+        return learned_reward_agreement(run, base_images, prompts, base_eval["heldout"]["score"], prompts)
 
     def diversity(name: str, weights: Path) -> dict:
         return diversity_columns(evals / f"{name}-diversity.json", weights, out_dir / "eval-cache", encoder,
@@ -319,6 +337,8 @@ def bench_setup(out_dir: Path, setting: str) -> BenchSetup:
         if "heldout_diversity" not in row and (run / "final").is_dir():  # rows from before the diversity column
             tag = "" if setting == "train_prompts" else f"-{setting}"
             row = {**row, **diversity(f"{arm}{tag}-{seed}", run / "final")}
+        if "reward_heldout_combo_agreement" not in row:
+            row = {**row, **reward_agreement(run)}
         return row
 
     def base_row() -> dict:
@@ -341,7 +361,8 @@ def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, 
 
 SUMMARY_METRICS = ("heldout_accuracy", "heldout_diff_vs_base", "heldout_diff_vs_sft", "heldout_attribute_score",
                    "heldout_win_rate_vs_base", "heldout_diversity", "train_accuracy", "train_diff_vs_base",
-                   "train_diff_vs_sft", "reward_heldout_pair_accuracy", "train_s", "generated_samples")
+                   "train_diff_vs_sft", "reward_heldout_pair_accuracy", "reward_heldout_combo_agreement", "train_s",
+                   "generated_samples")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,15 @@ import numpy as np
 import torch
 
 from genpref import stats
-from genpref.demo import BenchSetup, DemoEval, DemoSetup, run_bench, run_part_demo
+from genpref.demo import (
+    BenchSetup,
+    DemoEval,
+    DemoSetup,
+    learned_reward_agreement,
+    reward_dir,
+    run_bench,
+    run_part_demo,
+)
 from motion.metrics import r_precision_hits
 from motion.tasks import moves
 from motion.tasks.moves.figures import pose_grid, side_by_side_gif
@@ -358,7 +366,19 @@ def bench_setup(out_dir: Path, setting: str) -> BenchSetup:
         for split in ("heldout", "train"):
             row.update(stats.versus_base(split, r[f"{split}_all"], base_eval[f"{split}_all"], r[f"{split}_score"],
                                          base_eval[f"{split}_score"], seed))  # fmt: skip
-        return {**row, **diversity_columns(model, data_root, evaluator, evals / f"{arm}{tag}-{seed}-diversity.json", noise_seed)}
+        return {**row, **diversity_columns(model, data_root, evaluator, evals / f"{arm}{tag}-{seed}-diversity.json", noise_seed),
+                **reward_agreement(run)}
+
+    base_heldout: dict = {}  # the base's held-out samples and their captions, made on first use (learned-reward arms)
+
+    def reward_agreement(run: Path) -> dict:
+        if not (reward_dir(run) / "reward.json").is_file():
+            return {}
+        texts, _ = eval_prompts(moves.HELD_OUT, EVAL["per_combo"], noise_seed)
+        if not base_heldout:
+            base_heldout["motions"] = sample(load_model(base, data_root), texts, [EVAL["frames"]] * len(texts), noise_seed)
+        combos = np.repeat(np.arange(len(moves.HELD_OUT)), EVAL["per_combo"])  # the captions of one combination: one group
+        return learned_reward_agreement(run, base_heldout["motions"], texts, base_eval["heldout_score"], combos)
 
     def reuse(row: dict, arm: str, seed: int, run: Path) -> dict:
         if "test_fid" not in row and (run / "final" / "model.pt").is_file():  # rows from before the T2M columns
@@ -367,6 +387,8 @@ def bench_setup(out_dir: Path, setting: str) -> BenchSetup:
             tag = "" if setting == "train_prompts" else f"-{setting}"
             row = {**row, **diversity_columns(run / "final" / "model.pt", data_root, evaluator,
                                               evals / f"{arm}{tag}-{seed}-diversity.json", noise_seed)}
+        if "reward_heldout_combo_agreement" not in row:
+            row = {**row, **reward_agreement(run)}
         return row
 
     def base_row() -> dict:
@@ -389,7 +411,7 @@ def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, 
 SUMMARY_METRICS = ("heldout_accuracy", "heldout_diff_vs_base", "heldout_diff_vs_sft", "heldout_attribute_score",
                    "heldout_win_rate_vs_base", "heldout_diversity", "heldout_multimodality", "train_accuracy",
                    "train_diff_vs_base", "train_diff_vs_sft", "test_r_precision_top1", "test_mm_dist", "test_fid",
-                   "reward_heldout_pair_accuracy", "train_s", "generated_samples")
+                   "reward_heldout_pair_accuracy", "reward_heldout_combo_agreement", "train_s", "generated_samples")
 
 
 def all_prompts(data_root: Path, path: Path) -> Path:
