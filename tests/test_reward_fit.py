@@ -148,3 +148,37 @@ def test_heldout_split_is_by_prompt():
     train, test = rf.split(data, held)
     assert set(train.group.tolist()).isdisjoint(test.group.tolist()) and len(train) + len(test) == 10
     assert len(rf.heldout_groups(torch.tensor([7, 7]), 0.5, 0)) == 0  # a single prompt is never held out
+
+
+@pytest.mark.parametrize("hidden", [0, 8])
+def test_similarity_prior_starts_at_the_encoders_cosine_and_round_trips(tmp_path, hidden):
+    from genpref import learned_reward
+
+    g = torch.Generator().manual_seed(3)
+    s, t = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
+    x = rf.features(s, t)
+    head = rf.RewardHead(x.shape[1], hidden, prior=True)
+    cosine = torch.nn.functional.cosine_similarity(s, t, dim=-1)
+    torch.testing.assert_close(head(x), rf.PRIOR_SCALE * cosine)
+    with torch.no_grad():  # a trained head: the correction and the scale both move
+        head.prior_scale.fill_(3.0)
+        head.net[-1].weight.normal_(generator=g)
+    learned_reward.save(tmp_path, head, {"format": learned_reward.FORMAT, "modality": "image", "in_features": x.shape[1],
+                                         "hidden": hidden, "init": "similarity"})
+    loaded, _ = learned_reward.load(tmp_path, "k")
+    torch.testing.assert_close(loaded(x), head(x))
+    with pytest.raises(ValueError, match="3·D wide"):
+        rf.RewardHead(4, hidden, prior=True)
+
+
+def test_fit_keeps_the_initial_head_when_no_epoch_beats_it():
+    """A prior that already orders every pair right: a fit that cannot improve on it (lr ≈ 0) returns epoch 0."""
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(40, 6, generator=g)
+    w, l = t + 0.1 * torch.randn(40, 6, generator=g), torch.randn(40, 6, generator=g)  # winners lie near their text
+    pairs = rf.PairData(rf.features(w, t), rf.features(l, t), torch.ones(40), torch.arange(40) % 8)
+    head = rf.RewardHead(18, 0, prior=True)
+    before = {k: v.clone() for k, v in head.state_dict().items()}
+    result = rf.fit(head, pairs, None, rf.FitSettings(epochs=3, lr=1e-12, holdout=0.25, patience=0))
+    assert result.best_epoch == 0 and result.metrics["heldout"]["pairs"]["accuracy"] == 1.0
+    assert all(torch.equal(before[k], v) for k, v in head.state_dict().items())
