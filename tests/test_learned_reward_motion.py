@@ -86,6 +86,34 @@ def test_learned_reward_drives_one_nft_step(trained):
     assert rows[-1]["step"] == 1 and np.isfinite(rows[-1]["loss"])
 
 
+def test_similarity_init_scores_by_hand_and_drives_an_nft_step_with_kl(trained):
+    """reward_train.init=similarity: r = τ·cos(s, t) + the head's correction, τ and the head from the file;
+    then an NFT step with objective.kl_weight on it."""
+    from safetensors.torch import load_file
+
+    from motion.rewards import T2MReward
+
+    directory = trained / "reward-sim"
+    assert main(["reward", "train", str(TINY), f"train.output_dir={trained / 'run-sim'}", "reward_train.init=similarity",
+                 f"reward_train.encoder={trained / 'evaluator'}", f"reward.models=[{{name: learned, path: {directory}}}]"]) == 0
+    assert json.loads((directory / "reward.json").read_text())["init"] == "similarity"
+    cfg = load_config(TINY, [f"reward.models=[{{name: learned, path: {directory}}}]", f"train.output_dir={trained / 'run'}"])
+    motions = [np.random.default_rng(2).normal(size=(44, 263)).astype(np.float32)] * 2
+    prompts = ["a person walks forward slowly", "a person jumps"]
+    got = build.build_reward(cfg, torch.device("cpu")).score(motions, prompts)
+    t2m = T2MReward.load(trained / "evaluator")
+    s, t = F.normalize(t2m.embed_motions(motions).float(), dim=1), F.normalize(t2m.embed_texts(prompts).float(), dim=1)
+    w = load_file(str(directory / "reward_head.safetensors"))
+    hidden = F.gelu(torch.cat([s, t, s * t], 1) @ w["net.0.weight"].T + w["net.0.bias"])
+    expected = (hidden @ w["net.2.weight"].T + w["net.2.bias"]).squeeze(1) + w["prior_scale"] * (s * t).sum(1)
+    assert torch.allclose(got, expected, atol=1e-5), (got, expected)
+    run = trained / "nft-kl"
+    assert main(["train", str(TINY), f"train.output_dir={run}", "objective.kl_weight=1.0",
+                 f"reward.models=[{{name: learned, path: {directory}}}]"]) == 0
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 1 and rows[-1]["kl"] < 1e-10  # the first step's policy is the reference
+
+
 def test_data_ties_for_motion_pairs():
     from motion.learned_reward import _with_ties
 
