@@ -11,6 +11,7 @@ from pathlib import Path
 from genpref import registry
 from genpref.config import Config, ConfigError
 from genpref.needs import NEEDS
+from genpref.reference_run import check_reference_run
 from genpref.rundir import check_output_dir
 
 # model.kind -> module with build_adapter(cfg, device, weight_dtype)
@@ -193,6 +194,7 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"objective '{cfg.objective.name}' reads {role}: set 'data.{data_key}' (or 'data.root' for motion)")
     check_needs(cfg)
     check_precompute_reference(cfg)
+    check_reference_run(cfg)
     for key in ("pairs", "experts", "ratings", "prompts", "root"):
         value = getattr(cfg.data, key)
         synthetic = value is not None and "://" in value  # e.g. tiny://experts: written by its task (genpref.registry)

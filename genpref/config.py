@@ -51,6 +51,7 @@ class ModelConfig:
     vae_path: str | None = None  # a separate VAE (SDXL fp16-fix VAE, or a motion VAE checkpoint)
     size: str = "default"  # size preset for tiny models (tests, demos)
     use_avg: bool = False  # MDM: prefer 'model_avg' in {'model', 'model_avg'} checkpoints
+    reference: str | None = None  # an earlier run directory (e.g. SFT) whose trained weights are the frozen reference; null = the base
 
 
 @dataclass
