@@ -195,11 +195,21 @@ def check(cfg: Config) -> None:
     check_needs(cfg)
     check_precompute_reference(cfg)
     check_reference_run(cfg)
+    check_terms(cfg)
     for key in ("pairs", "experts", "ratings", "prompts", "root"):
         value = getattr(cfg.data, key)
         synthetic = value is not None and "://" in value  # e.g. tiny://experts: written by its task (genpref.registry)
         if value is not None and not synthetic and not any(ch in value for ch in "*?") and not Path(value).exists():
             raise ConfigError(f"'data.{key}': {value} does not exist")
+
+
+def check_terms(cfg: Config) -> None:
+    """The extra terms of issue 18's seed ideas apply to some objectives only: one line naming the key otherwise."""
+    o, name = cfg.objective, source_name(cfg)
+    if o.optimism > 0 and (o.name != "dpo" or name != "ai_feedback"):
+        raise ConfigError(f"'objective.optimism' (SELM) lowers the implicit reward of the policy's own samples: it needs "
+                          f"objective.name=dpo on online pairs (data.source=ai_feedback), not objective.name={o.name} with "
+                          f"data.source={name}")
 
 
 OFFLINE_SOURCES = ("offline_pairs", "experts", "ratings")  # samples and (t, ε) fixed by the data: reference precomputable

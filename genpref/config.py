@@ -97,6 +97,7 @@ class ObjectiveConfig:
     std_floor: float = 1e-4  # grpo/nft: advantages divide by max(std, std_floor)
     adv_clip: float | None = 5.0  # grpo/nft: advantages clipped to ±adv_clip (null = off)
     nft_beta: float = 1.0  # nft: β of the implicit policies v± (DiffusionNFT)
+    optimism: float = 0.0  # dpo on online pairs (data.source ai_feedback): + α·implicit reward of the policy's samples (SELM); 0 = off
 
 
 @dataclass
@@ -371,6 +372,7 @@ RANGES = {
     "objective.std_floor": POSITIVE,
     "objective.adv_clip": POSITIVE,
     "objective.nft_beta": POSITIVE,
+    "objective.optimism": NON_NEGATIVE,
     "online.sync_every": AT_LEAST_1,
     "online.num_samples": AT_LEAST_1,
     "online.steps": AT_LEAST_1,

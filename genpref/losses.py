@@ -68,6 +68,25 @@ def diffusion_dpo(
     return -(p * F.logsigmoid(z) + (1.0 - p) * F.logsigmoid(-z))
 
 
+def implicit_reward(err: Tensor, ref_err: Tensor, beta: float) -> Tensor:
+    """Diffusion-DPO's per-sample implicit reward r̂ = 0.5·β·(e_ref − e_θ), [B]: the DPO margin is
+    z = r̂_w − r̂_l (`dpo_margin`). > 0: the policy explains the sample better than the reference."""
+    return 0.5 * beta * (ref_err - err)
+
+
+def selm_optimism(err: Tensor, ref_err: Tensor, beta: float, alpha: float) -> Tensor:
+    """SELM's optimism term per sample, [B], ADDED to the DPO loss (Zhang et al. 2024, "Self-Exploring
+    Language Models", Eq. 4.6, as their released trainer computes it: −log σ(β·logits) + α·β·log(π_θ/π_ref)(y)
+    on responses y drawn from the policy that generated the round's data):
+
+        α·r̂(y) = α·0.5·β·(e_ref(y) − e_θ(y))
+
+    Minimising it raises the policy's error on what the generator already samples (lowers their implicit
+    reward), moving mass towards unexplored, potentially high-reward regions while the DPO term ranks the
+    pairs. Its gradient is −0.5·α·β·∇e_θ(y); α = 0 leaves the DPO loss unchanged."""
+    return alpha * implicit_reward(err, ref_err, beta)
+
+
 def diffusion_dro(
     err_expert: Tensor,
     err_policy: Tensor,
