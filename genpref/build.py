@@ -210,6 +210,16 @@ def check_terms(cfg: Config) -> None:
         raise ConfigError(f"'objective.optimism' (SELM) lowers the implicit reward of the policy's own samples: it needs "
                           f"objective.name=dpo on online pairs (data.source=ai_feedback), not objective.name={o.name} with "
                           f"data.source={name}")
+    if o.time_mse > 0:
+        modality = _modality(model_kinds()[cfg.model.kind])
+        if o.name != "dpo":
+            raise ConfigError(f"'objective.time_mse' smooths the per-frame implicit reward of DPO pairs; objective.name={o.name}")
+        if modality != "motion" or cfg.model.kind in ("mld", "tiny-mld"):
+            raise ConfigError(f"'objective.time_mse' penalises the spread of the implicit reward along a motion's frames; "
+                              f"model.kind={cfg.model.kind} has no frame axis (MDM models have one: mdm, tiny-mdm)")
+        if cfg.train.precompute_reference:
+            raise ConfigError("'objective.time_mse' needs the reference's per-frame errors at every step: "
+                              "set train.precompute_reference=false")
 
 
 OFFLINE_SOURCES = ("offline_pairs", "experts", "ratings")  # samples and (t, ε) fixed by the data: reference precomputable

@@ -62,3 +62,60 @@ def test_selm_optimism_is_refused_off_online_dpo(tmp_path):
         build.check(load_config(ROOT / "configs/image/tiny_kto.yaml", [f"train.output_dir={tmp_path}", "objective.optimism=0.1"]))
     with pytest.raises(ConfigError, match=r"'objective.optimism' .*data.source=offline_pairs"):
         build.check(load_config(ROOT / "configs/image/tiny_dpo.yaml", [f"train.output_dir={tmp_path}", "objective.optimism=0.1"]))
+
+
+# ---------------------------------------------------------------------------------------------- MARLHF time_mse
+
+
+def test_frame_errors_by_hand_and_their_mean_is_the_masked_error():
+    """x0 [1, 2 features, 1, 3 frames], frame mask [1, 1, 1, 3] = (1, 1, 0); squared errors per frame
+    (features averaged): frame 0 (1 + 9)/2 = 5, frame 1 (4 + 0)/2 = 2, frame 2 (16 + 16)/2 = 16 (masked)."""
+    pred = torch.tensor([[[[1.0, 2.0, 4.0]], [[3.0, 0.0, 4.0]]]])  # [1, 2, 1, 3]
+    target = torch.zeros_like(pred)
+    mask = torch.tensor([[[[1.0, 1.0, 0.0]]]])
+    per_frame, valid = losses.frame_errors(pred, target, mask)
+    assert per_frame.tolist() == [[5.0, 2.0, 16.0]] and valid.tolist() == [[True, True, False]]
+    assert losses.denoising_error(pred, target, mask).item() == pytest.approx(3.5)  # (5 + 2) / 2
+
+
+def test_reward_time_mse_by_hand():
+    """β = 2: r_f = e_ref,f − e_θ,f. Row 0: r = (0.1, 0, −0.1), frame 3 masked: r̄ = 0, variance 0.02/3.
+    Row 1: every frame the same reward 0.5: 0."""
+    err = torch.tensor([[0.1, 0.2, 0.3, 9.0], [0.0, 0.0, 0.0, 0.0]])
+    ref = torch.tensor([[0.2, 0.2, 0.2, 0.0], [0.5, 0.5, 0.5, 0.5]])
+    valid = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    out = losses.reward_time_mse(err, ref, valid, beta=2.0)
+    assert out[0].item() == pytest.approx(0.02 / 3, rel=1e-5) and out[1].item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_time_mse_term_in_dpo_and_zero_is_plain_dpo():
+    """λ = 0.5, β = 2: winner r = (0.1, 0, −0.1) (variance 0.02/3), loser constant (0): + 0.5·(0.02/3 + 0)/2."""
+    t = lambda v: torch.tensor([v])
+    frames = {"w/frames": torch.tensor([[0.1, 0.2, 0.3]]), "l/frames": torch.tensor([[0.4, 0.4, 0.4]]),
+              "w/valid": torch.ones(1, 3, dtype=torch.bool), "l/valid": torch.ones(1, 3, dtype=torch.bool)}
+    err = {"w": t(0.2), "l": t(0.4), **frames}
+    ref = {"w": t(0.2), "l": t(0.3), "w/frames": torch.tensor([[0.2, 0.2, 0.2]]), "l/frames": torch.tensor([[0.3, 0.3, 0.3]])}
+    plain, _ = DPO(2.0)(err, ref, {})
+    assert DPO(2.0).frames == () and DPO(2.0, time_mse=0.5).frames == ("w", "l")
+    with_term, metrics = DPO(2.0, time_mse=0.5)(err, ref, {})
+    assert (with_term - plain).item() == pytest.approx(0.5 * (0.02 / 3) / 2, rel=1e-5)
+    assert metrics["reward_time_var"].item() == pytest.approx((0.02 / 3) / 2, rel=1e-5)
+
+
+def test_time_mse_trains_two_steps_on_tiny_mdm(tmp_path):
+    args = ["train", str(ROOT / "configs/motion/tiny_mdm_oaif.yaml"), f"train.output_dir={tmp_path}", "train.max_steps=2",
+            "train.checkpoint_every=0", "objective.time_mse=0.1", "train.lr=1e-3"]
+    assert main(args) == 0
+    first, second = read_metrics(tmp_path)
+    assert first["reward_time_var"] == pytest.approx(0.0, abs=1e-9)  # policy = reference: every frame's reward is 0
+    assert second["reward_time_var"] > 0 and math.isfinite(second["loss"])
+
+
+def test_time_mse_is_refused_without_a_frame_axis(tmp_path):
+    out = f"train.output_dir={tmp_path}"
+    with pytest.raises(ConfigError, match=r"'objective.time_mse' .*model.kind=tiny-sd has no frame axis"):
+        build.check(load_config(ROOT / "configs/image/tiny_dpo.yaml", [out, "objective.time_mse=0.1"]))
+    with pytest.raises(ConfigError, match=r"'objective.time_mse' .*model.kind=tiny-mld has no frame axis"):
+        build.check(load_config(ROOT / "configs/motion/tiny_mdm_oaif.yaml", [out, "objective.time_mse=0.1", "model.kind=tiny-mld"]))
+    with pytest.raises(ConfigError, match=r"'objective.time_mse' .*objective.name=kto"):
+        build.check(load_config(ROOT / "configs/motion/tiny_mdm_kto.yaml", [out, "objective.time_mse=0.1"]))
