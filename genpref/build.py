@@ -210,6 +210,9 @@ def check_terms(cfg: Config) -> None:
         raise ConfigError(f"'objective.optimism' (SELM) lowers the implicit reward of the policy's own samples: it needs "
                           f"objective.name=dpo on online pairs (data.source=ai_feedback), not objective.name={o.name} with "
                           f"data.source={name}")
+    if o.diversity > 0 and o.name not in ("grpo", "nft"):
+        raise ConfigError(f"'objective.diversity' adds a bonus to group-normalised rewards: objective.name grpo or nft, "
+                          f"not {o.name}")
     if o.time_mse > 0:
         modality = _modality(model_kinds()[cfg.model.kind])
         if o.name != "dpo":

@@ -6,6 +6,7 @@ keys refused with one line where they do not apply."""
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -119,3 +120,68 @@ def test_time_mse_is_refused_without_a_frame_axis(tmp_path):
         build.check(load_config(ROOT / "configs/motion/tiny_mdm_oaif.yaml", [out, "objective.time_mse=0.1", "model.kind=tiny-mld"]))
     with pytest.raises(ConfigError, match=r"'objective.time_mse' .*objective.name=kto"):
         build.check(load_config(ROOT / "configs/motion/tiny_mdm_kto.yaml", [out, "objective.time_mse=0.1"]))
+
+
+# ---------------------------------------------------------------------------------------------- diversity
+
+
+def test_diversity_bonus_and_mean_pairwise_distance_by_hand():
+    """Group 0: a = (0, 0), b = (3, 0), c = (0, 4): |ab| = 3, |ac| = 4, |bc| = 5; mean distance to the others
+    a (3 + 4)/2 = 3.5, b (3 + 5)/2 = 4, c (4 + 5)/2 = 4.5; group 1 holds d alone: 0. λ = 2 doubles them.
+    Mean pairwise distance: group 0 (3 + 4 + 5)/3 = 4; group 1 has no pair: NaN."""
+    from genpref.diversity import diversity_bonus, mean_pairwise_distance
+
+    emb = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0], [7.0, 7.0]])
+    groups = torch.tensor([0, 0, 0, 1])
+    assert diversity_bonus(emb, groups, 2.0).tolist() == pytest.approx([7.0, 8.0, 9.0, 0.0])
+    per_group = mean_pairwise_distance(emb.numpy(), [5, 5, 5, 9])  # arrays and any group ids
+    assert per_group[0].item() == pytest.approx(4.0) and math.isnan(per_group[1].item())
+
+
+def test_unit_rows_zero_padded_frames_and_have_length_one():
+    from genpref.diversity import unit_rows
+
+    x = torch.tensor([[[[3.0, 4.0, 100.0]]]])  # [1, 1, 1, 3], the last frame padded
+    rows = unit_rows(x, torch.tensor([[[[1.0, 1.0, 0.0]]]]))
+    assert rows[0].tolist() == pytest.approx([0.6, 0.8, 0.0])
+
+
+def test_grpo_advantages_are_z_scores_of_reward_plus_bonus(tmp_path):
+    """Toy GRPO, λ = 0.5: each group's advantages are the z-scores of r + λ·(mean distance to the other samples),
+    distances between the unit-length 2-D samples, computed here with plain loops."""
+    from genpref import build
+    from genpref.online import RolloutPolicy
+    from genpref.recipes import SourceContext
+
+    cfg = load_config(ROOT / "configs/toy/toy_grpo.yaml", [f"train.output_dir={tmp_path}", "objective.diversity=0.5",
+                                                           "online.inner_epochs=1", "online.train_fraction=0.2"])
+    torch.manual_seed(0)
+    adapter = build.build_adapter(cfg, "cpu", torch.float32)
+    ctx = SourceContext(adapter, cfg, torch.device("cpu"), rollout=RolloutPolicy(adapter.trainable_parameters()),
+                        reward=build.build_reward(cfg, "cpu"))
+    source = build.build_source(ctx, cfg)
+    groups = []
+    real_group = source._group
+    source._group = lambda prompt, pos: groups.append(real_group(prompt, pos)) or groups[-1]
+    tb = source.next(0, 0)
+    expected = []
+    for x0, r, *_ in groups:
+        u = [row / row.norm() for row in x0.float()]
+        spread = torch.tensor([sum((u[i] - u[j]).norm() for j in range(len(u)) if j != i) / (len(u) - 1) for i in range(len(u))])
+        s = r + 0.5 * spread
+        expected += ((s - s.mean()) / s.std(unbiased=False)).tolist()
+    gaps = np.abs(tb.extras["advantage"].numpy()[:, None] - np.array(expected)[None])  # each one among the expected
+    assert gaps.min(axis=1).max() < 1e-4
+    assert tb.stats["diversity_bonus"] == pytest.approx(0.5 * tb.stats["group_distance"], rel=1e-6)
+    assert tb.stats["group_distance"] > 0
+
+
+@pytest.mark.parametrize("config", ["configs/toy/toy_grpo.yaml", "configs/motion/tiny_mdm_nft.yaml"])
+def test_diversity_trains_a_step(tmp_path, config):
+    row = train_one_step(config, tmp_path, "objective.diversity=0.1")
+    assert row["diversity_bonus"] > 0 and row["group_distance"] > 0 and math.isfinite(row["loss"])
+
+
+def test_diversity_is_refused_off_group_rl(tmp_path):
+    with pytest.raises(ConfigError, match=r"'objective.diversity' .*not dpo"):
+        build.check(load_config(ROOT / "configs/image/tiny_dpo.yaml", [f"train.output_dir={tmp_path}", "objective.diversity=0.1"]))
