@@ -129,9 +129,9 @@ def _add_frame_errors(err: dict, ref: dict, names, sizes, frames, pred, ref_pred
                         "(MDM has one; MLD's latent and images do not)")
     if ref_pred is None:
         raise UserError("objective.time_mse needs the reference's per-frame errors (not with train.precompute_reference)")
-    for key, out, p in (("frames", err, pred), ("frames", ref, ref_pred)):
-        per_frame, valid = frame_errors(p, target, mask)
+    for out, p in ((err, pred), (ref, ref_pred)):
+        per_frame, valid = frame_errors(p, target, mask)  # [ΣB, T] over every branch
         for name, e, v in zip(names, per_frame.split(sizes), valid.split(sizes)):
             if name in frames:
-                out[f"{name}/{key}"] = e
+                out[f"{name}/frames"] = e
                 err[f"{name}/valid"] = v

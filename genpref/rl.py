@@ -171,7 +171,7 @@ class GroupRollouts(_Refilling):
         rewards = torch.stack([g[1] for g in groups])  # [P, K]
         ids = torch.arange(len(groups)).repeat_interleave(o.group_size)  # [P·K]: row i·K + k is prompt i's k-th sample
         spread = distance_to_group(torch.cat([g[4] for g in groups]), ids).view_as(rewards)  # [P, K]
-        scored = rewards + obj.diversity * spread  # diversity_bonus, before the normalisation (0 when off)
+        scored = rewards + obj.diversity * spread if obj.diversity else rewards  # diversity_bonus, before the normalisation
         if obj.group_norm:
             adv, flat = losses.group_advantages(scored, obj.std_floor, obj.adv_clip)
         else:
