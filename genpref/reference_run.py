@@ -5,7 +5,9 @@ and toy models are seeded random initialisations), and its trainable weights are
 complete, finite checkpoint (checkpoints/step-N/weights.safetensors; the raw weights, not an EMA average).
 A LoRA run's reference is its network with its LoRA switched on (base + that LoRA, not merged: the reference
 errors are exactly that run's errors). Memory: one more copy of the denoiser in the run's weight dtype (a
-LoRA run otherwise keeps none: SD1.5's UNet is ~1.7 GB in fp16). The policy still starts from `model.path`.
+LoRA run otherwise keeps none: SD1.5's UNet is ~1.7 GB in fp16). The policy still starts from `model.path`,
+which may differ from that run's: a full fine-tune starts where the reference is with model.path=RUN_DIR/final
+(its exported weights), so that policy = reference at step 0 as in SFT-then-DPO.
 
 `check_reference_run` is torch-free (`genpref validate`); `load_reference` builds the network.
 """
@@ -18,12 +20,6 @@ from genpref.config import Config, ConfigError, load_config
 from genpref.needs import NEEDS
 
 KEY = "'model.reference'"
-
-
-def _same_path(a: str | None, b: str | None) -> bool:
-    if a is None or b is None:
-        return a == b
-    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve() if Path(a).exists() else a == b
 
 
 def reference_config(cfg: Config) -> Config | None:
@@ -45,11 +41,9 @@ def reference_config(cfg: Config) -> Config | None:
         earlier = load_config(file)
     except ConfigError as err:
         raise ConfigError(f"{KEY}: {err}") from None
-    for key in ("kind", "path"):
-        mine, theirs = getattr(cfg.model, key), getattr(earlier.model, key)
-        if not _same_path(mine, theirs):
-            raise ConfigError(f"{KEY}: {file} has model.{key}={theirs!r} but this run has model.{key}={mine!r}; "
-                              "the reference must be a run of the same model")
+    if earlier.model.kind != cfg.model.kind:
+        raise ConfigError(f"{KEY}: {file} has model.kind={earlier.model.kind!r} but this run has model.kind={cfg.model.kind!r}; "
+                          "the reference must be a run of the same model")
     o = cfg.objective
     if not (NEEDS[o.name].reference or o.kl_weight > 0):
         raise ConfigError(f"{KEY} is set, but objective.name={o.name} uses no reference (unset it)")

@@ -4,6 +4,8 @@ The reference's errors must be those of the SFT run's model, loaded independentl
 and differ from the base's; a bad directory, another model kind or an objective without a reference fail
 with one line naming model.reference."""
 
+import math
+
 import pytest
 import torch
 from test_train_loop import toy_cfg
@@ -97,7 +99,8 @@ def test_reference_errors_name_the_key(sft_run, tmp_path):
 
 
 def test_motion_oaif_against_an_sft_run(tmp_path):
-    """tiny MDM (full fine-tuning): 1 SFT step, then online DPO whose reference is that run's final model.pt."""
+    """tiny MDM (full fine-tuning): 1 SFT step, then online DPO from that run's final/ model.pt with that run as
+    the reference: policy = reference at the first step (loss ln 2), and the reference holds the SFT weights."""
     from genpref.cli import main
     from genpref.safe_load import load_weights
 
@@ -105,9 +108,10 @@ def test_motion_oaif_against_an_sft_run(tmp_path):
     common = ["train.max_steps=1", "train.checkpoint_every=1", "train.lr=1e-2", "train.sample_prompts=[]"]
     sft, dpo = tmp_path / "sft", tmp_path / "dpo"
     assert main(["train", cfg, f"train.output_dir={sft}", "objective.name=sft", "data.source=null", *common]) == 0
-    assert main(["train", cfg, f"train.output_dir={dpo}", f"model.reference={sft}", *common]) == 0
+    assert main(["train", cfg, f"train.output_dir={dpo}", f"model.reference={sft}", f"model.path={sft / 'final' / 'model.pt'}",
+                 *common]) == 0
     row = read_metrics(dpo)[0]
-    assert row["e_w"] != row["e_ref_w"]
+    assert row["e_w"] == pytest.approx(row["e_ref_w"], rel=1e-5) and row["loss"] == pytest.approx(math.log(2), rel=1e-4)
     run = build_run(load_config(cfg, [f"train.output_dir={tmp_path / 'again'}", f"model.reference={sft}"]))
     released = load_weights(sft / "final" / "model.pt", "test")
     ref = run.adapter._reference.state_dict()
