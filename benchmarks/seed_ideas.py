@@ -43,6 +43,8 @@ def moves(out_dir: Path, arms: list[str], seed: int) -> list[dict]:
         seconds = setup.train(file, run, {**setup.overrides(seed), **extra})
         rows.append({"arm": arm, "seed": seed, **extra, "train_s": round(seconds, 1), **setup.score(arm, "", seed, run)})
         print(json.dumps({k: rows[-1].get(k) for k in ("arm", *COLUMNS)}), flush=True)
+        with (out_dir / "rows.jsonl").open("a") as f:  # kept if a later arm is stopped
+            f.write(json.dumps(rows[-1], default=float) + "\n")
     return rows
 
 
