@@ -104,6 +104,10 @@ class Adapter(Protocol):
         """Inside this context `predict` runs the frozen reference (LoRA off, or a frozen copy).
         It must restore the policy even when the body raises."""
 
+    def use_reference(self, module: nn.Module) -> None:
+        """From now on `reference()` runs this frozen network (an earlier run's, `model.reference`) instead of
+        the base model (LoRA off) or the frozen copy, which it replaces."""
+
     def make_solver(self, name: str) -> Any:
         """A fresh sampler scheduler named as `online.solver` on this model's training schedule (with any
         per-model settings): what `generate` samples with, and what re-scores its DDIM transitions."""

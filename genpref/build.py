@@ -11,6 +11,7 @@ from pathlib import Path
 from genpref import registry
 from genpref.config import Config, ConfigError
 from genpref.needs import NEEDS
+from genpref.reference_run import check_reference_run
 from genpref.rundir import check_output_dir
 
 # model.kind -> module with build_adapter(cfg, device, weight_dtype)
@@ -199,6 +200,8 @@ def check(cfg: Config) -> None:
     check_needs(cfg)
     check_refit(cfg)
     check_precompute_reference(cfg)
+    check_reference_run(cfg)
+    check_terms(cfg)
     for key in ("pairs", "experts", "ratings", "prompts", "root"):
         value = getattr(cfg.data, key)
         synthetic = value is not None and "://" in value  # e.g. tiny://experts: written by its task (genpref.registry)
@@ -222,6 +225,28 @@ def check_refit(cfg: Config) -> None:
         raise ConfigError(f"'reward.refit_every' refits the reward that scores the policy's samples, but objective "
                           f"'{cfg.objective.name}' with data.source={name} scores none; use grpo, nft, rft, sopo or "
                           "data.source=ai_feedback with online.annotator=reward, or set reward.refit_every=0")
+
+
+def check_terms(cfg: Config) -> None:
+    """The extra terms of issue 18's seed ideas apply to some objectives only: one line naming the key otherwise."""
+    o, name = cfg.objective, source_name(cfg)
+    if o.optimism > 0 and (o.name != "dpo" or name != "ai_feedback"):
+        raise ConfigError(f"'objective.optimism' (SELM) lowers the implicit reward of the policy's own samples: it needs "
+                          f"objective.name=dpo on online pairs (data.source=ai_feedback), not objective.name={o.name} with "
+                          f"data.source={name}")
+    if o.diversity > 0 and o.name not in ("grpo", "nft"):
+        raise ConfigError(f"'objective.diversity' adds a bonus to group-normalised rewards: objective.name grpo or nft, "
+                          f"not {o.name}")
+    if o.time_mse > 0:
+        modality = _modality(model_kinds()[cfg.model.kind])
+        if o.name != "dpo":
+            raise ConfigError(f"'objective.time_mse' smooths the per-frame implicit reward of DPO pairs; objective.name={o.name}")
+        if modality != "motion" or cfg.model.kind in ("mld", "tiny-mld"):
+            raise ConfigError(f"'objective.time_mse' penalises the spread of the implicit reward along a motion's frames; "
+                              f"model.kind={cfg.model.kind} has no frame axis (MDM models have one: mdm, tiny-mdm)")
+        if cfg.train.precompute_reference:
+            raise ConfigError("'objective.time_mse' needs the reference's per-frame errors at every step: "
+                              "set train.precompute_reference=false")
 
 
 OFFLINE_SOURCES = ("offline_pairs", "experts", "ratings")  # samples and (t, ε) fixed by the data: reference precomputable

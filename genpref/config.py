@@ -52,6 +52,7 @@ class ModelConfig:
     vae_path: str | None = None  # a separate VAE (SDXL fp16-fix VAE, or a motion VAE checkpoint)
     size: str = "default"  # size preset for tiny models (tests, demos)
     use_avg: bool = False  # MDM: prefer 'model_avg' in {'model', 'model_avg'} checkpoints
+    reference: str | None = None  # an earlier run directory (e.g. SFT) whose trained weights are the frozen reference; null = the base
 
 
 @dataclass
@@ -97,6 +98,9 @@ class ObjectiveConfig:
     std_floor: float = 1e-4  # grpo/nft: advantages divide by max(std, std_floor)
     adv_clip: float | None = 5.0  # grpo/nft: advantages clipped to ±adv_clip (null = off)
     nft_beta: float = 1.0  # nft: β of the implicit policies v± (DiffusionNFT)
+    diversity: float = 0.0  # grpo/nft: + λ·(mean distance of a sample to the rest of its prompt's group) added to its reward before normalisation (GDPO-style); 0 = off
+    time_mse: float = 0.0  # dpo on motion with a frame axis (MDM): + λ·variance over frames of the per-frame implicit reward (MARLHF); 0 = off
+    optimism: float = 0.0  # dpo on online pairs (data.source ai_feedback): + α·implicit reward of the policy's samples (SELM); 0 = off
 
 
 @dataclass
@@ -378,6 +382,9 @@ RANGES = {
     "objective.std_floor": POSITIVE,
     "objective.adv_clip": POSITIVE,
     "objective.nft_beta": POSITIVE,
+    "objective.optimism": NON_NEGATIVE,
+    "objective.time_mse": NON_NEGATIVE,
+    "objective.diversity": NON_NEGATIVE,
     "online.sync_every": AT_LEAST_1,
     "online.num_samples": AT_LEAST_1,
     "online.steps": AT_LEAST_1,

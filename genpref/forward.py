@@ -6,19 +6,20 @@ import torch
 from torch import Tensor
 
 from genpref.adapter import Adapter, Batch
-from genpref.losses import denoising_error
+from genpref.losses import denoising_error, frame_errors
 from genpref.noising import Branch
 
 
 def branch_errors(adapter: Adapter, branches: dict, need_reference: bool,
-                  reference: dict[str, Tensor] | None = None) -> tuple[dict, dict]:
+                  reference: dict[str, Tensor] | None = None, frames: tuple[str, ...] = ()) -> tuple[dict, dict]:
     """Policy and reference values per branch: denoising errors of `Branch`es (all in one forward pass), and
     for `genpref.rl.Transition` branches the log-probs of their stored DDIM transitions (err[name],
     ref[name]) with the closed-form KL to the reference in err[name + "_kl"].
 
     A branch whose target is None regresses onto the reference's prediction (KL-to-reference).
     `reference`: the `Branch`es' reference errors computed ahead (train.precompute_reference); their
-    reference forward is then skipped."""
+    reference forward is then skipped. `frames`: branches whose per-frame errors are also wanted, as
+    err[name + "/frames"] / ref[...] [B, T] with the valid frames in err[name + "/valid"] (objective.time_mse)."""
     from genpref.rl import Transition, transition_logprobs
 
     moves = {n: b for n, b in branches.items() if isinstance(b, Transition)}
@@ -30,7 +31,7 @@ def branch_errors(adapter: Adapter, branches: dict, need_reference: bool,
             ref[name], err[name + "_kl"] = ref_logp, kl
     plain = {n: b for n, b in branches.items() if n not in moves}
     if plain:
-        e, r = _denoising_errors(adapter, plain, need_reference, reference)
+        e, r = _denoising_errors(adapter, plain, need_reference, reference, frames)
         err.update(e)
         ref.update(r)
     return err, ref
@@ -93,7 +94,7 @@ def reference_errors(adapter: Adapter, branches: dict[str, Branch]) -> dict[str,
 
 
 def _denoising_errors(adapter: Adapter, branches: dict[str, Branch], need_reference: bool,
-                      reference: dict[str, Tensor] | None = None) -> tuple[dict, dict]:
+                      reference: dict[str, Tensor] | None = None, frames: tuple[str, ...] = ()) -> tuple[dict, dict]:
     names, sizes, x_t, t, batch, rows = _joined(branches)
     needs_ref_pred = reference is None and (need_reference or any(branches[n].target is None for n in names))
     inputs = _input_sizes(sizes, rows)
@@ -115,4 +116,22 @@ def _denoising_errors(adapter: Adapter, branches: dict[str, Branch], need_refere
         ref = {n: reference[n].to(err[n].device) for n in names}
     elif ref_pred is not None:
         ref = dict(zip(names, denoising_error(ref_pred, target, mask).split(sizes)))
+    if frames:
+        _add_frame_errors(err, ref, names, sizes, frames, pred, ref_pred, target, mask)
     return err, ref
+
+
+def _add_frame_errors(err: dict, ref: dict, names, sizes, frames, pred, ref_pred, target, mask) -> None:
+    from genpref.errors import UserError
+
+    if mask is None:
+        raise UserError("objective.time_mse needs per-frame errors, and this model's samples have no frame axis "
+                        "(MDM has one; MLD's latent and images do not)")
+    if ref_pred is None:
+        raise UserError("objective.time_mse needs the reference's per-frame errors (not with train.precompute_reference)")
+    for out, p in ((err, pred), (ref, ref_pred)):
+        per_frame, valid = frame_errors(p, target, mask)  # [ΣB, T] over every branch
+        for name, e, v in zip(names, per_frame.split(sizes), valid.split(sizes)):
+            if name in frames:
+                out[f"{name}/frames"] = e
+                err[f"{name}/valid"] = v

@@ -68,6 +68,56 @@ def diffusion_dpo(
     return -(p * F.logsigmoid(z) + (1.0 - p) * F.logsigmoid(-z))
 
 
+def implicit_reward(err: Tensor, ref_err: Tensor, beta: float) -> Tensor:
+    """Diffusion-DPO's per-sample implicit reward r̂ = 0.5·β·(e_ref − e_θ), [B]: the DPO margin is
+    z = r̂_w − r̂_l (`dpo_margin`). > 0: the policy explains the sample better than the reference."""
+    return 0.5 * beta * (ref_err - err)
+
+
+def selm_optimism(err: Tensor, ref_err: Tensor, beta: float, alpha: float) -> Tensor:
+    """SELM's optimism term per sample, [B], ADDED to the DPO loss (Zhang et al. 2024, "Self-Exploring
+    Language Models", Eq. 4.6, as their released trainer computes it: −log σ(β·logits) + α·β·log(π_θ/π_ref)(y)
+    on responses y drawn from the policy that generated the round's data):
+
+        α·r̂(y) = α·0.5·β·(e_ref(y) − e_θ(y))
+
+    Minimising it raises the policy's error on what the generator already samples (lowers their implicit
+    reward), moving mass towards unexplored, potentially high-reward regions while the DPO term ranks the
+    pairs. Its gradient is −0.5·α·β·∇e_θ(y); α = 0 leaves the DPO loss unchanged."""
+    return alpha * implicit_reward(err, ref_err, beta)
+
+
+def frame_errors(pred: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-frame squared error in float32 and the valid frames, ([B, T], [B, T]) as bools.
+
+    The time axis is the one non-batch dim along which the frame `mask` varies (MDM: [B, 1, 1, T] against
+    x0 [B, 263, 1, T]); the error is averaged over every other dim. The mean of the valid frames' errors is
+    exactly `denoising_error(pred, target, mask)`."""
+    axes = [d for d in range(1, mask.dim()) if mask.shape[d] > 1]
+    if len(axes) != 1:
+        raise ValueError(f"frame_errors: the mask {tuple(mask.shape)} must have exactly one frame axis")
+    (axis,) = axes
+    sq = (pred.float() - target.float()).pow(2).movedim(axis, -1)  # [B, ..., T]
+    per_frame = sq.reshape(sq.shape[0], -1, sq.shape[-1]).mean(dim=1)  # [B, T]
+    valid = mask.movedim(axis, -1).reshape(mask.shape[0], -1) > 0  # [B, T]: every other mask dim is 1
+    return per_frame, valid
+
+
+def reward_time_mse(err_frames: Tensor, ref_err_frames: Tensor, valid: Tensor, beta: float) -> Tensor:
+    """MARLHF's MSE regulariser along the time axis (Zhang et al. 2024, "Multi-Agent RLHF"), on the
+    per-frame implicit reward r_f = 0.5·β·(e_ref,f − e_θ,f), [B, T] -> [B]:
+
+        Σ_f∈valid (r_f − r̄)² / n_valid,   r̄ = Σ_f∈valid r_f / n_valid (= the sample's implicit reward r̂)
+
+    Zero when every frame carries the same share of the sample's implicit reward; penalises a policy that
+    wins the preference on a few frames only."""
+    r = 0.5 * beta * (ref_err_frames - err_frames)
+    v = valid.to(r.dtype)
+    n = v.sum(dim=1).clamp_min(1.0)
+    r_bar = (r * v).sum(dim=1) / n
+    return ((r - r_bar[:, None]).pow(2) * v).sum(dim=1) / n
+
+
 def diffusion_dro(
     err_expert: Tensor,
     err_policy: Tensor,

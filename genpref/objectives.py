@@ -50,21 +50,43 @@ class SFT:
 
 @dataclass
 class DPO:
+    """Diffusion-DPO (+ the expert anchor; + SELM's optimism on online pairs, whose winner and loser are both
+    the generator's samples: α·mean(r̂_w, r̂_l) estimates α·E_y~generator[r̂(y)]; + MARLHF's time_mse on the
+    per-frame implicit rewards of winner and loser, averaged)."""
+
     beta: float
     kind: str = "sigmoid"
     soft_label: bool = False
     sft_weight: float = 0.0
+    optimism: float = 0.0
+    time_mse: float = 0.0
 
     needs = NEEDS["dpo"]
     needs_reference = needs.reference
     branches = ("w", "l")
+
+    @property
+    def frames(self) -> tuple[str, ...]:
+        """Branches whose per-frame errors it reads."""
+        return ("w", "l") if self.time_mse else ()
 
     def __call__(self, err: Errors, ref: Errors, extras: dict) -> tuple[Tensor, Metrics]:
         prob = extras.get("label") if self.soft_label else None
         loss = losses.diffusion_dpo(err["w"], err["l"], ref["w"], ref["l"], self.beta, self.kind, prob)
         z = losses.dpo_margin(err["w"], err["l"], ref["w"], ref["l"], self.beta)
         loss = loss + self.sft_weight * err["w"]
-        return loss, {**_pref_metrics(err["w"], ref["w"]), **_margin_metrics(z), "e_l": err["l"].mean(), "e_ref_l": ref["l"].mean()}
+        metrics = {**_pref_metrics(err["w"], ref["w"]), **_margin_metrics(z), "e_l": err["l"].mean(), "e_ref_l": ref["l"].mean()}
+        if self.optimism:
+            term = 0.5 * (losses.selm_optimism(err["w"], ref["w"], self.beta, self.optimism)
+                          + losses.selm_optimism(err["l"], ref["l"], self.beta, self.optimism))
+            loss = loss + term
+            metrics["optimism"] = term.mean()
+        if self.time_mse:
+            spread = 0.5 * sum(losses.reward_time_mse(err[f"{b}/frames"], ref[f"{b}/frames"], err[f"{b}/valid"], self.beta)
+                               for b in ("w", "l"))
+            loss = loss + self.time_mse * spread
+            metrics["reward_time_var"] = spread.mean()
+        return loss, metrics
 
 
 @dataclass
@@ -206,6 +228,10 @@ class WithKL:
     def branches(self) -> tuple[str, ...]:
         return (*self.inner.branches, "kl")
 
+    @property
+    def frames(self) -> tuple[str, ...]:
+        return getattr(self.inner, "frames", ())
+
     def __call__(self, err: Errors, ref: Errors, extras: dict) -> tuple[Tensor, Metrics]:
         loss, metrics = self.inner(err, ref, extras)
         kl = err["kl"]  # target of the "kl" branch is the reference prediction
@@ -322,7 +348,7 @@ def _direct_reward(c: ObjectiveConfig, source) -> DirectReward:
 # (names mirrored in genpref.build.OBJECTIVES and genpref.needs.NEEDS)
 FROM_CONFIG = {
     "sft": lambda c, source: SFT(),
-    "dpo": lambda c, source: DPO(_beta(c), c.kind, c.soft_label, c.sft_weight),
+    "dpo": lambda c, source: DPO(_beta(c), c.kind, c.soft_label, c.sft_weight, c.optimism, c.time_mse),
     "dro": lambda c, source: DRO(c.margin, c.sft_weight),
     "sopo": lambda c, source: SoPo(c.tau, c.tau_quantile, c.c, _beta(c), c.form, c.sft_weight),
     "kto": lambda c, source: KTO(_beta(c), c.z_ref, c.w_desirable, c.w_undesirable, c.sft_weight),

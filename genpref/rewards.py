@@ -25,6 +25,14 @@ class SimilarityModel(Protocol):
         """[B] similarity of a[i] and b[i]."""
 
 
+@runtime_checkable
+class SampleEmbedder(Protocol):
+    """Optional: an embedding of decoded samples (objective.diversity measures distances in it)."""
+
+    def embed(self, samples: Sequence[Any]) -> Tensor:
+        """[B, D] on the CPU."""
+
+
 def zscore(scores: Tensor, eps: float = 1e-6) -> Tensor:
     """Standardise one model's scores over the batch (DTR-style ensemble normalisation)."""
     if scores.numel() < 2:
@@ -56,3 +64,15 @@ class Ensemble:
             if isinstance(model, SimilarityModel):
                 return model.similarity(a, b)
         raise ValueError("no reward model in the ensemble provides a sample similarity")
+
+    def embed(self, samples: Sequence[Any]) -> Tensor:
+        """The first member's embedding that offers one (callers check with `embedder`)."""
+        return embedder(self).embed(samples)
+
+
+def embedder(reward) -> SampleEmbedder | None:
+    """The reward model (or ensemble member) that embeds samples, or None."""
+    for model in getattr(reward, "models", [reward]):
+        if isinstance(model, SampleEmbedder) and not isinstance(model, Ensemble):
+            return model
+    return None

@@ -22,10 +22,12 @@ from torch import Tensor
 
 from genpref import losses, sampling
 from genpref.adapter import Batch
+from genpref.diversity import distance_to_group, unit_rows
 from genpref.errors import UserError
 from genpref.noising import STREAM_ONLINE, Branch, item_generator, noised_branch
 from genpref.online import RolloutBuffer
 from genpref.recipes import SourceContext, TrainBatch, _Refilling, item_at
+from genpref.rewards import embedder
 
 
 @dataclass
@@ -135,9 +137,10 @@ class GroupRollouts(_Refilling):
         self.stats: dict[str, float] = {}
 
     # -- rollouts
-    def _group(self, prompt: str, position: int) -> tuple[Tensor, Tensor, list[dict], Batch]:
+    def _group(self, prompt: str, position: int) -> tuple[Tensor, Tensor, list[dict], Batch, Tensor]:
         """K samples of one prompt from a generator keyed by its stream position: the final samples, their
-        rewards [K], and per step {t, x_t, x_prev, logp} (GRPO)."""
+        rewards [K], per step {t, x_t, x_prev, logp} (GRPO), and their unit-length embeddings [K, D] (the reward
+        model's `embed` when it has one, else the model-space samples: genpref.diversity)."""
         ctx, o = self.ctx, self.ctx.cfg.online
         cond = ctx.adapter.encode_prompts([prompt] * o.group_size).to(ctx.device)
         steps: list[dict] = []
@@ -153,7 +156,9 @@ class GroupRollouts(_Refilling):
         rewards = ctx.reward.score(decoded, cond.prompts).float().cpu()
         if self.holdout is not None:  # the held-out check: scored on the same samples, never trained on
             self._holdout.append(self.holdout.score(decoded, cond.prompts).float().mean().item())
-        return x0, rewards, steps, cond
+        model = embedder(ctx.reward)
+        emb = unit_rows(model.embed(decoded)) if model is not None else unit_rows(x0.detach().cpu(), cond.mask)
+        return x0, rewards, steps, cond, emb
 
     def _refill(self) -> None:
         ctx, o, obj = self.ctx, self.ctx.cfg.online, self.ctx.cfg.objective
@@ -164,17 +169,20 @@ class GroupRollouts(_Refilling):
         self._holdout: list[float] = []
         groups = [self._group(p, q) for p, q in zip(prompts, pos)]
         rewards = torch.stack([g[1] for g in groups])  # [P, K]
+        ids = torch.arange(len(groups)).repeat_interleave(o.group_size)  # [P·K]: row i·K + k is prompt i's k-th sample
+        spread = distance_to_group(torch.cat([g[4] for g in groups]), ids).view_as(rewards)  # [P, K]
+        scored = rewards + obj.diversity * spread if obj.diversity else rewards  # diversity_bonus, before the normalisation
         if obj.group_norm:
-            adv, flat = losses.group_advantages(rewards, obj.std_floor, obj.adv_clip)
+            adv, flat = losses.group_advantages(scored, obj.std_floor, obj.adv_clip)
         else:
             flat_prompts = [p for p in prompts for _ in range(o.group_size)]
-            adv = self.prompt_stats.advantages(flat_prompts, rewards.reshape(-1), obj.std_floor).view_as(rewards)
+            adv = self.prompt_stats.advantages(flat_prompts, scored.reshape(-1), obj.std_floor).view_as(rewards)
             adv = adv.clamp(-obj.adv_clip, obj.adv_clip) if obj.adv_clip is not None else adv
             flat = torch.zeros(len(prompts), dtype=torch.bool)
         g = item_generator(ctx.seed, pos[0], STREAM_ONLINE + 20)
         entries: list[dict] = []
         entry_prompts: list[str] = []
-        for (x0, r, steps, cond), a, skip in zip(groups, adv, flat.tolist()):
+        for (x0, r, steps, cond, _), a, skip in zip(groups, adv, flat.tolist()):
             if self.rft:  # rejection sampling: the accepted samples, whatever their group's spread
                 keep = r >= o.accept_reward
                 if keep.any():
@@ -195,7 +203,10 @@ class GroupRollouts(_Refilling):
             "adv_abs_mean": adv.abs().mean().item(), "adv_max": adv.max().item(), "adv_min": adv.min().item(),
             "skipped_groups": float(flat.sum()), "generate_s": time.perf_counter() - tick,
             "generated": float(self.generated),
+            "group_distance": spread.mean().item(),  # diversity within prompts: mean distance to the group's others
         }
+        if obj.diversity:
+            self.stats["diversity_bonus"] = (obj.diversity * spread).mean().item()
         if self._holdout:
             self.stats["holdout_reward"] = sum(self._holdout) / len(self._holdout)
         if not entries:  # every group flat: nothing to learn from this batch; draw the next one

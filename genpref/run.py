@@ -112,6 +112,10 @@ def build_model(cfg: Config, accelerator) -> Adapter:
     adapter = build.build_adapter(cfg, accelerator.device, DTYPES[cfg.train.mixed_precision])
     if cfg.train.disable_dropout:
         _disable_dropout(adapter.denoiser)
+    if cfg.model.reference is not None:  # an earlier run's trained network replaces the base as the reference
+        from genpref.reference_run import load_reference
+
+        adapter.use_reference(load_reference(cfg, accelerator.device, DTYPES[cfg.train.mixed_precision]))
     steps_total = adapter.noise_scheduler.config.num_train_timesteps
     if cfg.online.reset_t is not None and not 0 < cfg.online.reset_t < steps_total:
         raise UserError(f"online.reset_t={cfg.online.reset_t}: must lie in (0, {steps_total}), the model's training timesteps")

@@ -171,23 +171,6 @@ def versus_base(prefix: str, correct: np.ndarray, base_correct: np.ndarray, scor
             f"{prefix}_attribute_score": float(np.mean(score)), f"{prefix}_win_rate_vs_base": win_rate(score, base_score)}  # fmt: skip
 
 
-def mean_pairwise_distance(emb: np.ndarray, groups: Sequence) -> float | None:
-    """Sample diversity within prompts: for each group (the samples of one prompt), the mean Euclidean distance
-    over its unordered pairs of embeddings [N, D]; then the mean over groups with two samples or more
-    (None when no group has two)."""
-    emb, groups = np.asarray(emb, dtype=np.float64), np.asarray(groups)
-    if emb.ndim != 2 or len(emb) != len(groups):
-        raise ValueError(f"mean_pairwise_distance: embeddings [N, D] and N group ids, got {emb.shape} and {groups.shape}")
-    means = []
-    for g in dict.fromkeys(groups.tolist()):
-        x = emb[groups == g]
-        if len(x) < 2:
-            continue
-        d = np.sqrt(np.maximum(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1), 0.0))
-        means.append(d[np.triu_indices(len(x), 1)].mean())
-    return float(np.mean(means)) if means else None
-
-
 def pair_agreement(reward: np.ndarray, truth: np.ndarray, groups: Sequence) -> tuple[float | None, int]:
     """How often `reward` orders two samples of the same group as `truth` (e.g. the exact verifier) does:
     over every pair with truth_i > truth_j, the fraction with reward_i > reward_j (equal rewards count half).

@@ -38,7 +38,8 @@ def accumulate_gradients(run: Run, step: int) -> tuple[dict[str, float], bool]:
         last = micro == t.grad_accum - 1
         with nullcontext() if last else acc.no_sync(adapter.denoiser):
             with acc.autocast():
-                err, ref = branch_errors(adapter, tb.branches, objective.needs_reference, tb.reference)
+                frames = getattr(objective, "frames", ())  # branches whose per-frame errors it reads (time_mse)
+                err, ref = branch_errors(adapter, tb.branches, objective.needs_reference, tb.reference, frames)
                 loss_vec, metrics = objective(err, ref, tb.extras)
             loss = loss_vec.float().mean()
             ok = torch.isfinite(loss).float()

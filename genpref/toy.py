@@ -106,11 +106,14 @@ class ToyAdapter:
             net = self.ref_denoiser
         return net(x_t, t, batch.cond["label"])
 
+    def use_reference(self, module: nn.Module) -> None:
+        self.ref_denoiser = module  # replaces the frozen copy (full fine-tuning) or the LoRA-off base
+
     @contextmanager
     def reference(self):
         self._use_ref = True
         try:
-            if self.lora:
+            if self.lora and self.ref_denoiser is None:
                 with adapters_disabled(self.denoiser):
                     yield
             else:

@@ -193,9 +193,12 @@ class ImageAdapter:
         return net(x_t.to(self.device, dtype), t.to(self.device), encoder_hidden_states=cond["encoder_hidden_states"],
                    added_cond_kwargs=added, class_labels=cond.get("class_labels")).sample
 
+    def use_reference(self, module: nn.Module) -> None:
+        self.reference_unet = module  # replaces the frozen copy (full fine-tuning) or the LoRA-off base
+
     @contextmanager
     def reference(self) -> Iterator[None]:
-        if self.is_lora:
+        if self.is_lora and self.reference_unet is None:
             if self._lora_toggle is None:  # found once: the layers never change after add_lora
                 self._lora_toggle = LoraToggle(unwrap(self.denoiser))
             with self._lora_toggle.disabled():

@@ -295,10 +295,14 @@ class MotionAdapter:
         module = self._reference if self._use_reference else self.denoiser
         return self._run(module, x_t, t, batch, guidance)
 
+    def use_reference(self, module: nn.Module) -> None:
+        self._reference = module  # replaces the frozen copy (full fine-tuning) or the LoRA-off base
+
     @contextmanager
     def reference(self) -> Iterator[None]:
-        """LoRA off (and eval mode) on the policy itself, or the frozen copy, for the block's duration."""
-        if self.lora:
+        """LoRA off (and eval mode) on the policy itself, or the frozen copy (or model.reference's network),
+        for the block's duration."""
+        if self.lora and self._reference is None:
             with adapters_disabled(self.denoiser), eval_mode(self.denoiser):
                 yield
             return

@@ -59,6 +59,10 @@ class T2MReward:
         batch = self.evaluator.normalise(pad_batch([np.asarray(m, dtype=np.float32) for m in motions]))
         return self.evaluator.embed_motion(batch, lengths).cpu()
 
+    def embed(self, samples: Sequence[np.ndarray]) -> torch.Tensor:
+        """genpref.rewards.SampleEmbedder: the motion embeddings (objective.diversity's distances)."""
+        return self.embed_motions(samples)
+
     def embed_texts(self, prompts: Sequence[str]) -> torch.Tensor:
         from motion.glove import caption_tokens
 

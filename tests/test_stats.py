@@ -129,16 +129,6 @@ def test_proportion_and_mean_rows():
     assert row["value"] == 1.0 and row["ci95"] == [1.0, 1.0]
 
 
-def test_mean_pairwise_distance_averages_each_prompts_pair_distances():
-    emb = np.array([[0.0, 0.0], [3.0, 4.0], [0.0, 8.0], [1.0, 1.0], [1.0, 2.0], [9.0, 9.0]])
-    groups = ["a", "a", "a", "b", "b", "c"]  # c has one sample: no pair, left out
-    a = (5.0 + 8.0 + 5.0) / 3  # |e0 - e1|, |e0 - e2|, |e1 - e2| = |(3, -4)|
-    assert stats.mean_pairwise_distance(emb, groups) == pytest.approx((a + 1.0) / 2)
-    assert stats.mean_pairwise_distance(emb[:1], ["a"]) is None
-    with pytest.raises(ValueError, match="N group ids"):
-        stats.mean_pairwise_distance(emb, groups[:2])
-
-
 def test_pair_agreement_counts_the_truths_ordered_pairs_within_groups():
     truth = [1.0, 0.5, 0.0, 1.0, 1.0, 0.0]
     reward = [3.0, 1.0, 2.0, 0.0, 5.0, 5.0]

@@ -273,7 +273,8 @@ def _evaluate_cached(path: Path, weights: Path, work: Path, prompts: list[str], 
 
 def diversity_columns(path: Path, weights: Path, work: Path, encoder: Path, prompts: list[str], seed: int) -> dict:
     """heldout_diversity: the mean pairwise distance of the L2-normalised image embeddings of the held-out
-    samples (the evaluation's prompts and noise) of each prompt, in the shapes CLIP (genpref.stats); cached."""
+    samples (the evaluation's prompts and noise) of each prompt, in the shapes CLIP (genpref.diversity),
+    averaged over prompts; cached."""
     import json
 
     if path.is_file():
@@ -282,7 +283,10 @@ def diversity_columns(path: Path, weights: Path, work: Path, encoder: Path, prom
 
     _, images = evaluate(load_model(weights, work), prompts, seed)
     emb = torch.nn.functional.normalize(ClipEncoder.load(encoder, "shapes encoder").embed_images(images), dim=-1)
-    row = {"heldout_diversity": stats.mean_pairwise_distance(emb.numpy(), prompts)}
+    from genpref.diversity import mean_pairwise_distance
+
+    per_prompt = mean_pairwise_distance(emb, [prompts.index(p) for p in prompts])  # NaN: a prompt with one sample
+    row = {"heldout_diversity": float(per_prompt.nanmean()) if not per_prompt.isnan().all() else None}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(row))
     return row
