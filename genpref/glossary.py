@@ -46,7 +46,15 @@ TERMS: dict[str, Term] = {
     "desirable_frac": Term("desirable fraction", "KTO: fraction of the batch rated desirable."),
     "value": Term("value V(c)", "Direct reward optimisation: mean learned value of the batch's prompts."),
     "residual": Term("reward residual", "Direct reward optimisation: mean |r − V(c) − β·g|.", "lower"),
-    "kl": Term("KL to reference", "HyPO: ‖pred_θ − pred_ref‖² on the policy's own samples.", "lower"),
+    "kl": Term("KL to reference", "HyPO: ‖pred_θ − pred_ref‖² on the policy's own samples (DiffusionNFT: on its "
+               "noised rollout samples, objective.kl_weight).", "lower"),
+    "optimism": Term("SELM optimism term", "SELM: α·mean implicit reward of the two online samples (objective.optimism)."),
+    "reward_time_var": Term("per-frame reward variance", "MARLHF: variance over valid frames of the per-frame implicit "
+                            "reward (objective.time_mse penalises it).", "lower"),
+    "group_distance": Term("diversity within groups", "Online RL: mean distance of each sample to the other samples "
+                           "of its prompt's group (unit-length embeddings).", "higher"),
+    "diversity_bonus": Term("diversity bonus", "Online RL: mean bonus objective.diversity adds to the rewards before "
+                            "the group normalisation."),
     "reward_w": Term("winner reward", "Mean reward of the preferred samples."),
     "reward_l": Term("loser reward", "Mean reward of the dispreferred (online) samples."),
     "reward_online": Term("online sample reward", "Mean reward of all online samples: the policy's own quality as the "
