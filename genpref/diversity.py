@@ -46,11 +46,14 @@ def diversity_bonus(embeddings: Tensor, groups: Tensor, weight: float) -> Tensor
 
 def mean_pairwise_distance(embeddings, groups) -> Tensor:
     """The diversity of each prompt's samples: mean distance over all pairs (i ≠ j) within the group, [G] in
-    the order of the sorted distinct group ids (groups of one sample give NaN). Embeddings [B, D] as a tensor
+    the order of the sorted distinct group ids, numbers or strings (groups of one sample give NaN). Embeddings [B, D] as a tensor
     or array (image: CLIP / learned-reward embeddings; motion: T2M evaluator embeddings, where
     motion.metrics.multimodality estimates the same quantity from random pairs)."""
-    dist, same = _same_group_distances(embeddings, groups)
-    g = torch.as_tensor(groups).reshape(-1).to(dist.device)
+    labels = groups.reshape(-1).tolist() if hasattr(groups, "tolist") else list(groups)
+    order = sorted(set(labels))
+    g = torch.tensor([order.index(x) for x in labels])  # any sortable ids: numbers, prompts
+    dist, same = _same_group_distances(embeddings, g)
+    g = g.to(dist.device)
     out = []
     for gid in torch.unique(g):
         rows = g == gid

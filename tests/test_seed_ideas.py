@@ -136,6 +136,8 @@ def test_diversity_bonus_and_mean_pairwise_distance_by_hand():
     assert diversity_bonus(emb, groups, 2.0).tolist() == pytest.approx([7.0, 8.0, 9.0, 0.0])
     per_group = mean_pairwise_distance(emb.numpy(), [5, 5, 5, 9])  # arrays and any group ids
     assert per_group[0].item() == pytest.approx(4.0) and math.isnan(per_group[1].item())
+    by_prompt = mean_pairwise_distance(emb, ["b prompt", "b prompt", "b prompt", "a prompt"])  # sorted: a, b
+    assert math.isnan(by_prompt[0].item()) and by_prompt[1].item() == pytest.approx(4.0)
 
 
 def test_unit_rows_zero_padded_frames_and_have_length_one():

@@ -285,7 +285,7 @@ def diversity_columns(path: Path, weights: Path, work: Path, encoder: Path, prom
     emb = torch.nn.functional.normalize(ClipEncoder.load(encoder, "shapes encoder").embed_images(images), dim=-1)
     from genpref.diversity import mean_pairwise_distance
 
-    per_prompt = mean_pairwise_distance(emb, [prompts.index(p) for p in prompts])  # NaN: a prompt with one sample
+    per_prompt = mean_pairwise_distance(emb, prompts)  # NaN: a prompt with one sample
     row = {"heldout_diversity": float(per_prompt.nanmean()) if not per_prompt.isnan().all() else None}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(row))
