@@ -24,6 +24,7 @@ import numpy as np
 from genpref import label as lab
 from genpref.config import Config, ConfigError
 from genpref.errors import UserError
+from genpref.textio import jsonl_records
 
 MODALITIES = {"image": "image.label", "motion": "motion.label"}  # package of model.kind -> reader module
 FORMAT = "genpref-label/1"
@@ -97,16 +98,10 @@ def read_rated(path: str | Path, keys: tuple[str, ...]) -> list[tuple[Path, str,
     if not path.is_file():
         raise UserError(f"{where}: file not found")
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{where} line {n}: invalid JSON ({err.msg})") from None
-        sample = next((rec[k] for k in keys if isinstance(rec, dict) and k in rec), None)
-        rating = rec.get("rating") if isinstance(rec, dict) else None
-        if not isinstance(rec, dict) or sample is None or not isinstance(rec.get("prompt"), str) or rating is None:
+    for n, rec in jsonl_records(path, "--from-clusters"):
+        sample = next((rec[k] for k in keys if k in rec), None)
+        rating = rec.get("rating")
+        if sample is None or not isinstance(rec.get("prompt"), str) or rating is None:
             raise UserError(f"{where} line {n}: needs keys prompt, {' or '.join(keys)}, rating")
         if isinstance(rating, bool) or not isinstance(rating, (int, float)) or not 0 <= rating <= 1:
             raise UserError(f"{where} line {n}: rating {rating!r} is not a number in [0, 1]")

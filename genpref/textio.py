@@ -4,6 +4,8 @@ with one line naming the file and what its encoding looks like; nothing trains o
 from __future__ import annotations
 
 import codecs
+import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from genpref.errors import UserError
@@ -39,3 +41,20 @@ def read_utf8(path: str | Path, error=UserError) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise error(encoding_error(path, data, err)) from None
+
+
+def jsonl_records(path: str | Path, prefix: str) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a UTF-8 jsonl file; one UserError starting with
+    `prefix` (the key or flag that named the file, e.g. "data.pairs") and the file for a bad encoding,
+    invalid JSON or a line that is not an object."""
+    text = read_utf8(path, error=lambda msg: UserError(f"{prefix}: {msg}"))
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{prefix}: {path} line {n}: invalid JSON ({err.msg})") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{prefix}: {path} line {n}: expected a JSON object")
+        yield n, record

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from genpref.errors import BadSample, UserError
-from genpref.textio import read_utf8
+from genpref.textio import jsonl_records, read_utf8
 
 log = logging.getLogger("genpref.image")
 
@@ -465,18 +465,7 @@ def _table_pairs(kind: str, where: Any, ties: str, on_bad_sample: str, stats: di
 
 
 def _jsonl_records(path: Path, role: str):
-    """(line number, dict) for each non-blank line; UserError naming the line for invalid JSON."""
-    text = read_utf8(path, error=lambda msg: UserError(f"data.{role}: {msg}"))
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"data.{role}: {path} line {n}: invalid JSON ({err.msg})") from None
-        if not isinstance(record, dict):
-            raise UserError(f"data.{role}: {path} line {n}: expected a JSON object")
-        yield n, record
+    return jsonl_records(path, f"data.{role}")
 
 
 def _first_key(record: dict, keys: tuple[str, ...]) -> Any:

@@ -16,13 +16,13 @@ reads); `raw`, or no such model, gives the image as a 16×16 RGB thumbnail in [0
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from genpref.errors import UserError
+from genpref.textio import jsonl_records
 from image.data import IMAGE_SUFFIXES, decode_image
 
 PAIR_KEYS = ("chosen", "rejected")
@@ -45,14 +45,8 @@ def read_input(path: Path) -> list[tuple[Path, str]]:
         raise UserError(f"--input {path}: {meta} not found; list each image's prompt there, one line "
                         '{"file_name": "0001.png", "text": "a prompt"} per image')
     samples = []
-    for n, line in enumerate(meta.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{meta} line {n}: invalid JSON ({err.msg})") from None
-        if not isinstance(rec, dict) or not rec.get("file_name"):
+    for n, rec in jsonl_records(meta, "--input"):
+        if not rec.get("file_name"):
             raise UserError(f"{meta} line {n}: needs keys file_name and text")
         prompt = next((rec[k] for k in PROMPT_KEYS if k in rec), None)
         if not isinstance(prompt, str) or not prompt.strip():
