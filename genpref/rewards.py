@@ -40,6 +40,12 @@ def zscore(scores: Tensor, eps: float = 1e-6) -> Tensor:
     return (scores - scores.mean()) / (scores.std(unbiased=False) + eps)
 
 
+def near_miss(distance: float, width: float) -> float:
+    """Partial credit of a verifier's wrong attribute (graded verifiers): ½ at the decision boundary
+    (distance 0), falling linearly to 0 at `width`, so a right attribute (credit 1) outranks every wrong one."""
+    return 0.5 * max(0.0, 1.0 - distance / width)
+
+
 class Ensemble:
     """Weighted sum of several reward models; with normalize="zscore" each model's scores are
     standardised over the batch first, so models on different scales count as configured."""

@@ -6,6 +6,7 @@ genpref.registry; nothing is imported until a name is used, and no production mo
 from genpref import registry
 
 registry.reward("moves", "motion.tasks.moves.reward")  # exact verifier of the moves task: fraction of attributes right
+registry.reward("moves_graded", "motion.tasks.moves.reward")  # the same, with partial credit for near misses
 registry.reward("tiny-motion", "motion.tasks.tiny_data")  # verifier of the synthetic tiny motion actions
 registry.data_scheme("motion", "tiny://", "motion.tasks.tiny_data")  # tiny://humanml (data.root), tiny://pairs, tiny://ratings
 registry.demo_part("motion", "motion.tasks.moves.demo")  # the motion half of `genpref demo` / `bench quality`

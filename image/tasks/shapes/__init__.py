@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from genpref.errors import UserError
+from genpref.rewards import near_miss
 
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0)}
 SHAPES = ("square", "circle", "triangle")
@@ -143,6 +144,7 @@ class Reading:
     position: str | None
     fill: float = 0.0  # blob area / bounding-box area
     area: int = 0  # blob pixels
+    centre: tuple[float, float] = (0.0, 0.0)  # the blob's centroid (y, x), pixels
 
     @property
     def combo(self) -> tuple[str | None, str | None, str | None]:
@@ -186,7 +188,7 @@ def read(image) -> Reading:
     position = ("top" if cy < size / 2 else "bottom") + " " + ("left" if cx < size / 2 else "right")
     fill = area / float((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1))
     shape = "square" if fill >= SQUARE_FILL else "circle" if fill >= CIRCLE_FILL else "triangle"
-    return Reading(colour, shape, position, fill, area)
+    return Reading(colour, shape, position, fill, area, (float(cy), float(cx)))
 
 
 def check(image, prompt: str) -> dict[str, bool]:
@@ -202,6 +204,34 @@ def score(image, prompt: str) -> float:
     """Fraction of the three attributes the image gets right (0, 1/3, 2/3 or 1)."""
     result = check(image, prompt)
     return sum(result[a] for a in ATTRIBUTES) / len(ATTRIBUTES)
+
+
+FILL_BANDS = {"square": (SQUARE_FILL, 1.0), "circle": (CIRCLE_FILL, SQUARE_FILL), "triangle": (0.0, CIRCLE_FILL)}
+FILL_WIDTH = 0.25  # a wrong shape whose fill ratio lies this far from the wanted band earns no partial credit
+POSITION_WIDTH = 0.5  # a wrong position whose centroid lies this far past the midline(s), in half-sides, earns none
+
+
+def graded_score(image, prompt: str) -> float:
+    """`score` with partial credit for near misses of the thresholded attributes: a wrong shape earns
+    `near_miss` of its fill ratio's distance to the wanted band, a wrong position that of its centroid's
+    distance past the midline(s). Colour has no partial credit; an empty image scores 0. Where every
+    sample of a prompt fails the same way, the exact score is flat and a group-relative recipe learns
+    nothing; this one still ranks the samples by how near they come."""
+    want = parse_combo(prompt)
+    got = read(image)
+    if got.shape is None:
+        return 0.0
+    credits = [float(got.colour == want[0])]
+    lo, hi = FILL_BANDS[want[1]]
+    credits.append(1.0 if got.shape == want[1] else near_miss(max(lo - got.fill, got.fill - hi), FILL_WIDTH))
+    if got.position == want[2]:
+        credits.append(1.0)
+    else:
+        size = as_array(image).shape[0]
+        wrong = [a != b for a, b in zip(got.position.split(), want[2].split())]
+        past = np.abs(np.array(got.centre) - size / 2) / (size / 2)  # distance past each midline, in half-sides
+        credits.append(near_miss(float(past[wrong].sum()), POSITION_WIDTH))
+    return sum(credits) / len(credits)
 
 
 # ---------------------------------------------------------------------------------------------- captions

@@ -62,6 +62,7 @@ ARMS = {
     "sera_anchor": "shapes_sera_anchor.yaml",
     "grpo": "shapes_grpo.yaml",
     "nft": "shapes_nft.yaml",
+    "nft_graded": "shapes_nft_graded.yaml",  # the same with partial credit for near misses (reward shapes_graded)
     "rft": "shapes_rft.yaml",
     "rm_grpo": "shapes_rm_grpo.yaml",  # a reward learned from the dpo arm's pairs, then online RL on it
 }

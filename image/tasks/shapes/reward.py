@@ -14,13 +14,18 @@ from image.tasks import shapes
 
 
 class ShapesVerifier:
-    """Reward = fraction of the prompt's three attributes (colour, shape, position) the image shows.
+    """Reward = fraction of the prompt's three attributes (colour, shape, position) the image shows;
+    with `graded`, near misses of shape and position earn partial credit (`shapes.graded_score`).
 
     similarity(a, b): fraction of attributes the verifier reads alike in both images (SoPo's S); two
     images where nothing is found count as alike."""
 
+    def __init__(self, graded: bool = False):
+        self.graded = graded
+
     def score(self, samples: Sequence, prompts: Sequence[str]) -> torch.Tensor:
-        return torch.tensor([shapes.score(s, p) for s, p in zip(samples, prompts, strict=True)])
+        score = shapes.graded_score if self.graded else shapes.score
+        return torch.tensor([score(s, p) for s, p in zip(samples, prompts, strict=True)])
 
     def similarity(self, a: Sequence, b: Sequence) -> torch.Tensor:
         values = []
@@ -32,7 +37,7 @@ class ShapesVerifier:
 
 
 # reward.models[].name -> constructor
-REWARD_MODELS = {"shapes": ShapesVerifier}
+REWARD_MODELS = {"shapes": ShapesVerifier, "shapes_graded": lambda: ShapesVerifier(graded=True)}
 
 
 def build_reward(spec, cfg, device) -> ShapesVerifier:

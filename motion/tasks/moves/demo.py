@@ -62,6 +62,7 @@ ARMS = {
     "sera_anchor": "moves_sera_anchor.yaml",
     "grpo": "moves_grpo.yaml",
     "nft": "moves_nft.yaml",
+    "nft_graded": "moves_nft_graded.yaml",  # the same with partial credit for near misses (reward moves_graded)
     "rft": "moves_rft.yaml",
     "rm_grpo": "moves_rm_grpo.yaml",  # a reward learned from the dpo arm's pairs, then online RL on it
 }

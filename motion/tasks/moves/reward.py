@@ -4,7 +4,8 @@ the fraction of verifier readings two motions share (SoPo's S). No weights. Scor
 [T, 263], what the motion adapter's `decode` returns.
 
     reward:
-      models: [{name: moves}]
+      models: [{name: moves}]           # or moves_graded: near misses of speed, direction and hand earn
+                                        # partial credit (< ½), so a group that fails alike still ranks
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ import numpy as np
 import torch
 
 from motion.tasks.moves.grammar import parse_prompt
-from motion.tasks.moves.verifier import judge, measure, shared_readings
+from motion.tasks.moves.verifier import graded_score, judge, measure, shared_readings
 
 
 class MovesReward:
     """The `moves` verifier as a reward model. Measurements are cached by motion content (SoPo scores
     each online sample and compares it with its winner, and dataset winners recur every epoch)."""
 
-    def __init__(self, cache_size: int = 4096):
+    def __init__(self, cache_size: int = 4096, graded: bool = False):
+        self.graded = graded  # partial credit for near misses (verifier.graded_score): reward name moves_graded
         self._cache: OrderedDict[bytes, object] = OrderedDict()
         self._cache_size = cache_size
 
@@ -38,7 +40,10 @@ class MovesReward:
         return self._cache[key]
 
     def score(self, samples: Sequence[np.ndarray], prompts: Sequence[str]) -> torch.Tensor:
-        scores = [judge(self.measure(m), parse_prompt(p)).score for m, p in zip(samples, prompts)]
+        if self.graded:
+            scores = [graded_score(self.measure(m), parse_prompt(p)) for m, p in zip(samples, prompts)]
+        else:
+            scores = [judge(self.measure(m), parse_prompt(p)).score for m, p in zip(samples, prompts)]
         return torch.tensor(scores, dtype=torch.float32)
 
     def similarity(self, a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> torch.Tensor:
@@ -46,5 +51,5 @@ class MovesReward:
 
 
 def build_reward(spec, cfg, device) -> MovesReward:
-    """genpref.build entry point for reward name "moves"."""
-    return MovesReward()
+    """genpref.build entry point for reward names "moves" (exact) and "moves_graded" (partial credit)."""
+    return MovesReward(graded=spec.name == "moves_graded")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from genpref.errors import UserError
+from genpref.rewards import near_miss
 from motion.tasks.moves.grammar import FPS, Move, parse_prompt
 
 # ---------------------------------------------------------------------------------------------- the verifier
@@ -158,6 +159,37 @@ def judge(m: Measurements, want: Move) -> Verdict:
     direction_ok = want.direction is None or direction_of(want.action, m) == want.direction
     speed_ok = want.speed is None or speed_of(want.action, m) == want.speed
     return Verdict(detected == want.action, direction_ok, speed_ok, hand_ok, detected)
+
+
+SPEED_WIDTH = 1.0  # a wrong speed whose rate lies this far from the threshold (|ln(rate / threshold)|) earns no credit
+DIRECTION_WIDTHS = {"walk": 0.5, "turn": 60.0}  # m/s of forward velocity, deg/s of yaw, past zero the wrong way
+HAND_WIDTH = 0.5  # fraction of frames a wrong hand reading lies from the right one
+
+
+def hand_miss(m: Measurements, want: str) -> float:
+    """How far (fraction of frames) the raised-wrist readings lie from reading as the wanted hand."""
+    if want == "none":
+        return max(m.raised_left, m.raised_right) - MIN_RAISED
+    mine, other = (m.raised_left, m.raised_right) if want == "left" else (m.raised_right, m.raised_left)
+    return max(MIN_RAISED - mine, other - mine, 0.0)
+
+
+def graded_score(m: Measurements, want: Move) -> float:
+    """`judge(m, want).score` with partial credit for near misses of the thresholded attributes: a wrong
+    speed earns `near_miss` of its rate's log-distance to the threshold, a wrong direction that of its
+    velocity past zero, a wrong hand that of its raised-frame fractions. A wrong action earns none.
+    Where every sample of a prompt fails the same way the exact score is flat, and a group-relative
+    recipe learns nothing from it; this one still ranks the samples by how near they come."""
+    v = judge(m, want)
+    direction = speed = 0.0
+    if want.action in DIRECTION_WIDTHS:
+        velocity = m.forward if want.action == "walk" else m.yaw_rate
+        direction = near_miss(abs(velocity), DIRECTION_WIDTHS[want.action])
+    if want.action is not None:
+        speed = near_miss(abs(np.log(max(rate_of(want.action, m), 1e-9) / SPEED_THRESHOLDS[want.action])), SPEED_WIDTH)
+    credits = [float(v.action), 1.0 if v.direction else direction, 1.0 if v.speed else speed,
+               1.0 if v.hand else near_miss(hand_miss(m, want.hand), HAND_WIDTH)]
+    return sum(credits) / len(credits)
 
 
 def verify(motion, want: Move | str) -> Verdict:
