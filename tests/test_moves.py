@@ -188,6 +188,29 @@ def test_moves_reward_scores_and_similarity(clean):
     assert reward.similarity(motions[:1], motions[1:]).item() == pytest.approx(0.75)  # all but the direction
 
 
+def test_graded_verifier_ranks_near_misses_by_distance_and_keeps_right_answers_exact(clean):
+    from genpref.build import rewards
+    from motion.tasks.moves.reward import build_reward
+    from motion.tasks.moves.verifier import Measurements, graded_score
+
+    assert rewards()["moves_graded"] == "motion.tasks.moves.reward"
+    graded = build_reward(type("Spec", (), {"name": "moves_graded"})(), None, "cpu")
+    motions = [features for _, features in clean[:12]]
+    prompts = [moves.caption(*combo, np.random.default_rng(0)) for combo, _ in clean[:12]]
+    assert graded.score(motions, prompts).tolist() == [1.0] * 12  # right answers keep full credit
+    # walks backward at 1.2 m/s, left wrist raised in 70% of the frames, right in 10%
+    m = Measurements(raised_left=0.7, raised_right=0.1, yaw_rate=0.0, travel=1.2, forward=-1.1, airborne=0.0,
+                     drop=0.05, vertical_speed=0.1)
+    slow = moves.Move("walk", "backward", "slowly", "left")  # speed wrong: ln(1.2 / 0.86) past the threshold
+    assert graded_score(m, slow) == pytest.approx((3 + 0.5 * (1 - np.log(1.2 / 0.86) / 1.0)) / 4)
+    no_hand = moves.Move("walk", "backward", "quickly", "none")  # hand wrong: 0.7 raised vs the 0.5 cut
+    assert graded_score(m, no_hand) == pytest.approx((3 + 0.5 * (1 - 0.2 / 0.5)) / 4)
+    forward = moves.Move("walk", "forward", "quickly", "left")  # direction wrong by 1.1 m/s: past the 0.5 width
+    assert graded_score(m, forward) == pytest.approx(3 / 4)
+    faster = Measurements(**{**m.__dict__, "travel": 1.0})  # nearer the slow band: more credit, still < ½
+    assert graded_score(m, slow) < graded_score(faster, slow) < (3 + 0.5) / 4  # a near miss earns under ½
+
+
 def test_feedback_pairs_rank_by_the_verifier(tmp_path, clean):
     from motion.data import motion_jsonl
 

@@ -143,6 +143,29 @@ def test_shapes_reward_scores_and_similarity():
     assert reward.similarity([right, right], [right, two_wrong]).tolist() == pytest.approx([1.0, 1 / 3])
 
 
+def test_graded_verifier_gives_near_misses_partial_credit_below_any_right_attribute():
+    from image.tasks.shapes.reward import build_reward
+
+    graded = build_reward(type("Spec", (), {"name": "shapes_graded"})(), None, "cpu")
+    square = "a red square at the top left"
+    right = shapes.render(("red", "square", "top left"))
+    circle = shapes.render(("red", "circle", "top left"))  # fill 0.8: 0.1 below the square band
+    triangle = shapes.render(("red", "triangle", "top left"))  # fill 50/90
+    # credit = ½·(1 − distance / width) for the wrong attribute, 1 for each right one
+    shape_credit = lambda fill: 0.5 * max(0.0, 1 - (shapes.SQUARE_FILL - fill) / shapes.FILL_WIDTH)
+    want = [1.0, (2 + shape_credit(0.8)) / 3, (2 + shape_credit(50 / 90)) / 3]
+    assert graded.score([right, circle, triangle], [square] * 3).tolist() == pytest.approx(want)
+    assert shape_credit(50 / 90) == 0.0 and 0 < shape_credit(0.8) < 0.5  # the circle is the nearer miss
+    # a wrong position: credit by the centroid's distance past the midline, in half-sides
+    bottom = shapes.render(("red", "square", "bottom left"))
+    cy = shapes.read(bottom).centre[0]
+    past = (cy - 16) / 16
+    assert graded.score([bottom], [square]).item() == pytest.approx((2 + 0.5 * max(0.0, 1 - past / shapes.POSITION_WIDTH)) / 3)
+    # exact where nothing is near: every right image and an empty one agree with `score`
+    for image in (right, np.zeros((32, 32, 3), np.uint8), shapes.render(("blue", "square", "top left"))):
+        assert shapes.graded_score(image, square) == pytest.approx(shapes.score(image, square))
+
+
 def _train(config: str, tmp_path: Path, *overrides: str) -> Path:
     from genpref.config import load_config
     from genpref.train import train
