@@ -32,6 +32,7 @@ class BenchSetup:
     base_weights: Path
     reuse: Callable[[dict, str, int, Path], dict] | None = None  # (saved row, arm, seed, run dir) -> row to keep
     # (a changed row is saved again: columns added after the row was written)
+    arm_overrides: Callable[[str], dict] | None = None  # arm -> overrides of that arm alone (on top of `overrides`)
 
 
 @dataclass
@@ -360,7 +361,7 @@ def run_bench(task: TaskPart, out_dir: str | Path, *, seeds: Sequence[int], step
                     row_path.write_text(json.dumps(kept, indent=1))
                 rows.append(kept)
                 continue
-            overrides = setup.overrides(seed)
+            overrides = {**setup.overrides(seed), **(setup.arm_overrides(arm) if setup.arm_overrides else {})}
             if steps is not None:
                 overrides["train.max_steps"] = steps
             seconds = setup.train(task.ARMS[arm], run, overrides)

@@ -44,6 +44,8 @@ TASK = "shapes"
 RECIPE = "dro"  # the default image preference recipe
 EVAL = {"per_prompt": 20, "steps": 20, "solver": "ddim"}  # held-out evaluation: 12 combos × 20 samples
 # bench arms: name -> config file in configs/image/ (each fine-tunes the same base)
+HELDOUT_ROLLOUT_ARMS = ("nft_heldout",)  # in the heldout_prompts setting their rollouts draw held-out prompts only:
+# the expert anchor keeps the training combinations, the verifier's reward goes where there are no experts
 ARMS = {
     "sft": "shapes_sft.yaml",
     "dro": "shapes_dro.yaml",
@@ -63,6 +65,7 @@ ARMS = {
     "grpo": "shapes_grpo.yaml",
     "nft": "shapes_nft.yaml",
     "nft_graded": "shapes_nft_graded.yaml",  # the same with partial credit for near misses (reward shapes_graded)
+    "nft_heldout": "shapes_nft.yaml",  # nft whose rollouts draw held-out prompts only (heldout_prompts setting)
     "rft": "shapes_rft.yaml",
     "rm_grpo": "shapes_rm_grpo.yaml",  # a reward learned from the dpo arm's pairs, then online RL on it
 }
@@ -352,8 +355,11 @@ def bench_setup(out_dir: Path, setting: str) -> BenchSetup:
                 **{f"{s}_attribute_score": float(base_eval[s]["score"].mean()) for s in base_eval},
                 **diversity("base", base)}
 
+    def arm_overrides(arm: str) -> dict:
+        return {"data.prompts": str(data["heldout"])} if arm in HELDOUT_ROLLOUT_ARMS and setting == "heldout_prompts" else {}
+
     return BenchSetup(overrides, train_arm, score, base_row,
-                      {**EVAL, "train_per_prompt": TRAIN_PER_PROMPT, "noise_seed": eval_seed}, base, reuse)
+                      {**EVAL, "train_per_prompt": TRAIN_PER_PROMPT, "noise_seed": eval_seed}, base, reuse, arm_overrides)
 
 
 def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, arms: Sequence[str] | None = None,

@@ -45,6 +45,8 @@ CONFIGS = REPO / "configs" / "motion"
 TASK = "moves"
 RECIPE = "sopo"  # the default motion preference recipe
 # bench arms: name -> config file in configs/motion/ (each fine-tunes the same base)
+HELDOUT_ROLLOUT_ARMS = ("nft_heldout",)  # in the heldout_prompts setting their rollouts draw held-out prompts only:
+# the expert anchor keeps the training combinations, the verifier's reward goes where there are no experts
 ARMS = {
     "sft": "moves_sft.yaml",
     "sopo": "moves_sopo.yaml",
@@ -63,6 +65,7 @@ ARMS = {
     "grpo": "moves_grpo.yaml",
     "nft": "moves_nft.yaml",
     "nft_graded": "moves_nft_graded.yaml",  # the same with partial credit for near misses (reward moves_graded)
+    "nft_heldout": "moves_nft.yaml",  # nft whose rollouts draw held-out prompts only (heldout_prompts setting)
     "rft": "moves_rft.yaml",
     "rm_grpo": "moves_rm_grpo.yaml",  # a reward learned from the dpo arm's pairs, then online RL on it
 }
@@ -398,7 +401,13 @@ def bench_setup(out_dir: Path, setting: str) -> BenchSetup:
                 **t2m_metrics(base, data_root, evaluator, evals / "base-t2m.json"),
                 **diversity_columns(base, data_root, evaluator, evals / "base-diversity.json", noise_seed)}  # fmt: skip
 
-    return BenchSetup(overrides, train_arm, score, base_row, {**EVAL, "noise_seed": noise_seed}, base, reuse)
+    heldout = None if setting == "train_prompts" else heldout_prompts(data_root, out_dir / "data" / "heldout-prompts.txt")
+
+    def arm_overrides(arm: str) -> dict:
+        return {"data.prompts": str(heldout)} if arm in HELDOUT_ROLLOUT_ARMS and heldout is not None else {}
+
+    return BenchSetup(overrides, train_arm, score, base_row, {**EVAL, "noise_seed": noise_seed}, base, reuse,
+                      arm_overrides)
 
 
 def bench_quality(out_dir: Path, *, seeds: list[int], steps: int | None = None, arms: Sequence[str] | None = None,
@@ -415,22 +424,34 @@ SUMMARY_METRICS = ("heldout_accuracy", "heldout_diff_vs_base", "heldout_diff_vs_
                    "reward_heldout_pair_accuracy", "reward_heldout_combo_agreement", "train_s", "generated_samples")
 
 
+def train_captions(data_root: Path) -> list[str]:
+    """The first caption of every motion of the training split."""
+    train = [line.strip() for line in (Path(data_root) / "train.txt").read_text().splitlines() if line.strip()]
+    return [(Path(data_root) / "texts" / f"{name}.txt").read_text().splitlines()[0].split("#")[0].strip() for name in train]
+
+
+def heldout_captions(data_root: Path) -> list[str]:
+    """Captions of the held-out combinations (fresh synonyms, no motions), as many per combination as the
+    training split has per training combination."""
+    per_combo = max(1, round(len(train_captions(data_root)) / len(moves.TRAIN_COMBOS)))
+    return [c for c, _ in moves.prompts_for(moves.HELD_OUT, per_combo, np.random.default_rng(2024))]
+
+
 def all_prompts(data_root: Path, path: Path) -> Path:
-    """Captions of the training combinations (as the training split holds them) and of the held-out ones
-    (fresh synonyms, no motions), as many per held-out combination as the training split has per training
-    combination: every combination is drawn equally often, as in the image task's prompt list. The prompts
-    online recipes draw in the heldout_prompts setting."""
+    """Captions of the training combinations (as the training split holds them) and of the held-out ones:
+    every combination is drawn equally often, as in the image task's prompt list. The prompts online
+    recipes draw in the heldout_prompts setting."""
     if not path.is_file():
-        train = [line.strip() for line in (Path(data_root) / "train.txt").read_text().splitlines() if line.strip()]
-        captions = []
-        for name in train:
-            text = (Path(data_root) / "texts" / f"{name}.txt").read_text().splitlines()[0]
-            captions.append(text.split("#")[0].strip())
-        per_combo = max(1, round(len(captions) / len(moves.TRAIN_COMBOS)))
-        rng = np.random.default_rng(2024)
-        heldout = [c for c, _ in moves.prompts_for(moves.HELD_OUT, per_combo, rng)]
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join([*captions, *heldout]) + "\n")
+        path.write_text("\n".join([*train_captions(data_root), *heldout_captions(data_root)]) + "\n")
+    return path
+
+
+def heldout_prompts(data_root: Path, path: Path) -> Path:
+    """The held-out part of `all_prompts` alone: what HELDOUT_ROLLOUT_ARMS draw in the heldout_prompts setting."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(heldout_captions(data_root)) + "\n")
     return path
 
 
