@@ -211,6 +211,22 @@ def test_graded_verifier_ranks_near_misses_by_distance_and_keeps_right_answers_e
     assert graded_score(m, slow) < graded_score(faster, slow) < (3 + 0.5) / 4  # a near miss earns under ½
 
 
+def test_bench_prompt_lists_hold_every_combination_equally_and_the_heldout_list_only_heldout(dataset, tmp_path):
+    from collections import Counter
+
+    from motion.tasks.moves.demo import all_prompts, heldout_captions, heldout_prompts, train_captions
+
+    read = lambda path: [line for line in path.read_text().splitlines() if line]
+    everything = read(all_prompts(dataset, tmp_path / "all.txt"))
+    heldout = read(heldout_prompts(dataset, tmp_path / "heldout.txt"))
+    assert everything == train_captions(dataset) + heldout_captions(dataset) and heldout == heldout_captions(dataset)
+    combo = lambda text: tuple(vars(moves.parse_prompt(text)).values())
+    held = {tuple(vars(moves.Move.of(*c)).values()) for c in moves.HELD_OUT}
+    assert {combo(t) for t in heldout} == held
+    counts = Counter(combo(t) for t in everything)
+    assert len(counts) == len(moves.COMBOS) and len(set(counts.values())) == 1
+
+
 def test_feedback_pairs_rank_by_the_verifier(tmp_path, clean):
     from motion.data import motion_jsonl
 
