@@ -7,6 +7,7 @@ from genpref import registry
 
 registry.reward("moves", "motion.tasks.moves.reward")  # exact verifier of the moves task: fraction of attributes right
 registry.reward("moves_graded", "motion.tasks.moves.reward")  # the same, with partial credit for near misses
+registry.reward("moves_strict", "motion.tasks.moves.reward")  # 1 when every attribute is right, else 0
 registry.reward("tiny-motion", "motion.tasks.tiny_data")  # verifier of the synthetic tiny motion actions
 registry.data_scheme("motion", "tiny://", "motion.tasks.tiny_data")  # tiny://humanml (data.root), tiny://pairs, tiny://ratings
 registry.demo_part("motion", "motion.tasks.moves.demo")  # the motion half of `genpref demo` / `bench quality`

@@ -15,15 +15,18 @@ from image.tasks import shapes
 
 class ShapesVerifier:
     """Reward = fraction of the prompt's three attributes (colour, shape, position) the image shows;
-    with `graded`, near misses of shape and position earn partial credit (`shapes.graded_score`).
+    with `graded`, near misses of shape and position earn partial credit (`shapes.graded_score`); with
+    `strict`, 1 when all three are right and 0 otherwise (the benchmark's accuracy).
 
     similarity(a, b): fraction of attributes the verifier reads alike in both images (SoPo's S); two
     images where nothing is found count as alike."""
 
-    def __init__(self, graded: bool = False):
-        self.graded = graded
+    def __init__(self, graded: bool = False, strict: bool = False):
+        self.graded, self.strict = graded, strict
 
     def score(self, samples: Sequence, prompts: Sequence[str]) -> torch.Tensor:
+        if self.strict:
+            return torch.tensor([float(shapes.check(s, p)["all"]) for s, p in zip(samples, prompts, strict=True)])
         score = shapes.graded_score if self.graded else shapes.score
         return torch.tensor([score(s, p) for s, p in zip(samples, prompts, strict=True)])
 
@@ -37,7 +40,8 @@ class ShapesVerifier:
 
 
 # reward.models[].name -> constructor
-REWARD_MODELS = {"shapes": ShapesVerifier, "shapes_graded": lambda: ShapesVerifier(graded=True)}
+REWARD_MODELS = {"shapes": ShapesVerifier, "shapes_graded": lambda: ShapesVerifier(graded=True),
+                 "shapes_strict": lambda: ShapesVerifier(strict=True)}
 
 
 def build_reward(spec, cfg, device) -> ShapesVerifier:

@@ -6,6 +6,7 @@ the fraction of verifier readings two motions share (SoPo's S). No weights. Scor
     reward:
       models: [{name: moves}]           # or moves_graded: near misses of speed, direction and hand earn
                                         # partial credit (< ½), so a group that fails alike still ranks
+                                        # or moves_strict: 1 when all four are right, else 0
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ class MovesReward:
     """The `moves` verifier as a reward model. Measurements are cached by motion content (SoPo scores
     each online sample and compares it with its winner, and dataset winners recur every epoch)."""
 
-    def __init__(self, cache_size: int = 4096, graded: bool = False):
+    def __init__(self, cache_size: int = 4096, graded: bool = False, strict: bool = False):
         self.graded = graded  # partial credit for near misses (verifier.graded_score): reward name moves_graded
+        self.strict = strict  # 1 when all four attributes are right, else 0: reward name moves_strict
         self._cache: OrderedDict[bytes, object] = OrderedDict()
         self._cache_size = cache_size
 
@@ -40,7 +42,9 @@ class MovesReward:
         return self._cache[key]
 
     def score(self, samples: Sequence[np.ndarray], prompts: Sequence[str]) -> torch.Tensor:
-        if self.graded:
+        if self.strict:
+            scores = [float(judge(self.measure(m), parse_prompt(p)).correct) for m, p in zip(samples, prompts)]
+        elif self.graded:
             scores = [graded_score(self.measure(m), parse_prompt(p)) for m, p in zip(samples, prompts)]
         else:
             scores = [judge(self.measure(m), parse_prompt(p)).score for m, p in zip(samples, prompts)]
@@ -51,5 +55,6 @@ class MovesReward:
 
 
 def build_reward(spec, cfg, device) -> MovesReward:
-    """genpref.build entry point for reward names "moves" (exact) and "moves_graded" (partial credit)."""
-    return MovesReward(graded=spec.name == "moves_graded")
+    """genpref.build entry point for reward names "moves" (exact), "moves_graded" (partial credit) and
+    "moves_strict" (all or nothing)."""
+    return MovesReward(graded=spec.name == "moves_graded", strict=spec.name == "moves_strict")
