@@ -198,6 +198,10 @@ def test_graded_verifier_ranks_near_misses_by_distance_and_keeps_right_answers_e
     motions = [features for _, features in clean[:12]]
     prompts = [moves.caption(*combo, np.random.default_rng(0)) for combo, _ in clean[:12]]
     assert graded.score(motions, prompts).tolist() == [1.0] * 12  # right answers keep full credit
+    strict = build_reward(type("Spec", (), {"name": "moves_strict"})(), None, "cpu")
+    wrong_speed = moves.caption("walk_backward", "quickly", "none", np.random.default_rng(0))  # clean[6]: backward, slowly
+    assert clean[6][0] == ("walk_backward", "slowly", "none")
+    assert strict.score([clean[6][1], clean[6][1]], [prompts[6], wrong_speed]).tolist() == [1.0, 0.0]
     # walks backward at 1.2 m/s, left wrist raised in 70% of the frames, right in 10%
     m = Measurements(raised_left=0.7, raised_right=0.1, yaw_rate=0.0, travel=1.2, forward=-1.1, airborne=0.0,
                      drop=0.05, vertical_speed=0.1)

@@ -161,6 +161,8 @@ def test_graded_verifier_gives_near_misses_partial_credit_below_any_right_attrib
     cy = shapes.read(bottom).centre[0]
     past = (cy - 16) / 16
     assert graded.score([bottom], [square]).item() == pytest.approx((2 + 0.5 * max(0.0, 1 - past / shapes.POSITION_WIDTH)) / 3)
+    strict = build_reward(type("Spec", (), {"name": "shapes_strict"})(), None, "cpu")
+    assert strict.score([right, circle, bottom], [square] * 3).tolist() == [1.0, 0.0, 0.0]  # all three right or 0
     # exact where nothing is near: every right image and an empty one agree with `score`
     for image in (right, np.zeros((32, 32, 3), np.uint8), shapes.render(("blue", "square", "top left"))):
         assert shapes.graded_score(image, square) == pytest.approx(shapes.score(image, square))
