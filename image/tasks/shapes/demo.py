@@ -44,7 +44,7 @@ TASK = "shapes"
 RECIPE = "dro"  # the default image preference recipe
 EVAL = {"per_prompt": 20, "steps": 20, "solver": "ddim"}  # held-out evaluation: 12 combos × 20 samples
 # bench arms: name -> config file in configs/image/ (each fine-tunes the same base)
-HELDOUT_ROLLOUT_ARMS = ("nft_heldout", "nft_heldout_strict")  # in the heldout_prompts setting their rollouts draw held-out prompts only:
+HELDOUT_ROLLOUT_ARMS = ("nft_heldout", "nft_heldout_strict", "rft_heldout")  # in the heldout_prompts setting their rollouts draw held-out prompts only:
 # the expert anchor keeps the training combinations, the verifier's reward goes where there are no experts
 ARMS = {
     "sft": "shapes_sft.yaml",
@@ -69,6 +69,7 @@ ARMS = {
     "nft_strict": "shapes_nft_strict.yaml",  # nft on an accuracy-first reward (shapes_strict + ½ attribute fraction)
     "nft_heldout_strict": "shapes_nft_strict.yaml",  # the same, rollouts on held-out prompts only
     "rft": "shapes_rft.yaml",
+    "rft_heldout": "shapes_rft.yaml",  # rft whose rollouts draw held-out prompts only (heldout_prompts setting)
     "rm_grpo": "shapes_rm_grpo.yaml",  # a reward learned from the dpo arm's pairs, then online RL on it
 }
 # metrics.jsonl keys copied into the demo's curves (those a run logs): losses, ranking, collapse watch,

@@ -45,7 +45,7 @@ CONFIGS = REPO / "configs" / "motion"
 TASK = "moves"
 RECIPE = "sopo"  # the default motion preference recipe
 # bench arms: name -> config file in configs/motion/ (each fine-tunes the same base)
-HELDOUT_ROLLOUT_ARMS = ("nft_heldout", "nft_heldout_strict")  # in the heldout_prompts setting their rollouts draw held-out prompts only:
+HELDOUT_ROLLOUT_ARMS = ("nft_heldout", "nft_heldout_strict", "rft_heldout")  # in the heldout_prompts setting their rollouts draw held-out prompts only:
 # the expert anchor keeps the training combinations, the verifier's reward goes where there are no experts
 ARMS = {
     "sft": "moves_sft.yaml",
@@ -69,6 +69,7 @@ ARMS = {
     "nft_strict": "moves_nft_strict.yaml",  # nft on an accuracy-first reward (moves_strict + ½ attribute fraction)
     "nft_heldout_strict": "moves_nft_strict.yaml",  # the same, rollouts on held-out prompts only
     "rft": "moves_rft.yaml",
+    "rft_heldout": "moves_rft.yaml",  # rft whose rollouts draw held-out prompts only (heldout_prompts setting)
     "rm_grpo": "moves_rm_grpo.yaml",  # a reward learned from the dpo arm's pairs, then online RL on it
 }
 EVAL = {"per_combo": 40, "frames": 48, "steps": 10, "solver": "dpmsolver++", "t2m_passes": 2}
