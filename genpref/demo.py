@@ -20,6 +20,12 @@ from typing import Protocol
 SETTINGS = ("train_prompts", "heldout_prompts")
 
 
+# bench arms whose rollouts draw held-out prompts only in the heldout_prompts setting (each task's
+# BenchSetup.arm_overrides points them there): the expert anchor keeps the training combinations, the
+# verifier's reward goes where there are no experts
+HELDOUT_ROLLOUT_ARMS = ("nft_heldout", "nft_heldout_strict", "rft_heldout")
+
+
 @dataclass
 class BenchSetup:
     """One task's benchmark, prepared once (data, base, feedback, the base's evaluation) by its part."""

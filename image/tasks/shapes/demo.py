@@ -25,6 +25,7 @@ import torch
 
 from genpref import stats
 from genpref.demo import (
+    HELDOUT_ROLLOUT_ARMS,
     BenchSetup,
     DemoEval,
     DemoSetup,
@@ -44,8 +45,6 @@ TASK = "shapes"
 RECIPE = "dro"  # the default image preference recipe
 EVAL = {"per_prompt": 20, "steps": 20, "solver": "ddim"}  # held-out evaluation: 12 combos × 20 samples
 # bench arms: name -> config file in configs/image/ (each fine-tunes the same base)
-HELDOUT_ROLLOUT_ARMS = ("nft_heldout", "nft_heldout_strict", "rft_heldout")  # in the heldout_prompts setting their rollouts draw held-out prompts only:
-# the expert anchor keeps the training combinations, the verifier's reward goes where there are no experts
 ARMS = {
     "sft": "shapes_sft.yaml",
     "dro": "shapes_dro.yaml",

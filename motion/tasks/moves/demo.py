@@ -27,6 +27,7 @@ import torch
 
 from genpref import stats
 from genpref.demo import (
+    HELDOUT_ROLLOUT_ARMS,
     BenchSetup,
     DemoEval,
     DemoSetup,
@@ -45,8 +46,6 @@ CONFIGS = REPO / "configs" / "motion"
 TASK = "moves"
 RECIPE = "sopo"  # the default motion preference recipe
 # bench arms: name -> config file in configs/motion/ (each fine-tunes the same base)
-HELDOUT_ROLLOUT_ARMS = ("nft_heldout", "nft_heldout_strict", "rft_heldout")  # in the heldout_prompts setting their rollouts draw held-out prompts only:
-# the expert anchor keeps the training combinations, the verifier's reward goes where there are no experts
 ARMS = {
     "sft": "moves_sft.yaml",
     "sopo": "moves_sopo.yaml",
